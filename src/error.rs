@@ -1,0 +1,188 @@
+//! The crate's one error type.
+
+use std::fmt;
+use std::io;
+
+use crate::header::Kind;
+
+/// Everything that can go wrong creating, opening or attaching to a shared object.
+///
+/// Lock and wait outcomes (owner died, timed out, …) are not errors of this type; they
+/// have their own enums next to the primitive ([`crate::LockError`], …).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed: `op` on `target` (a name, key or path; may be empty).
+    Os {
+        /// The operation, e.g. `"shm_open"`.
+        op: &'static str,
+        /// What it was applied to.
+        target: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A segment or object name was refused before any system call.
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An argument was out of range.
+    InvalidArgument(&'static str),
+    /// The memory holds no initialized object (all zero, or its initialization never
+    /// finished).
+    Uninitialized {
+        /// The kind that was expected there.
+        expected: Kind,
+    },
+    /// The memory does not start with shmsync's magic number.
+    BadMagic {
+        /// The word found instead.
+        found: u32,
+    },
+    /// The header names another kind of object.
+    WrongKind {
+        /// The kind asked for.
+        expected: Kind,
+        /// The raw kind word found.
+        found: u32,
+    },
+    /// The header was written by an incompatible build (another format version, arch,
+    /// pointer width, libc or `pthread_mutex_t` size).
+    FormatMismatch {
+        /// Which part of the format word differs.
+        field: &'static str,
+        /// This build's value.
+        expected: u64,
+        /// The value in the header.
+        found: u64,
+    },
+    /// A pointer was not aligned for the object placed there.
+    Misaligned {
+        /// The address.
+        addr: usize,
+        /// The alignment required.
+        align: usize,
+    },
+    /// A segment or buffer is smaller than needed.
+    TooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// The object was created in another PID namespace: thread ids recorded in robust
+    /// locks would be misread here, so use is refused.
+    PidNamespaceMismatch {
+        /// The creator's pid-namespace inode.
+        recorded: u64,
+        /// Ours.
+        current: u64,
+    },
+    /// A structure read from shared memory is inconsistent (corrupt or hostile).
+    Corrupt(String),
+    /// A bounded wait (e.g. for another process to finish sizing or initializing a
+    /// segment) ran out of time.
+    TimedOut(&'static str),
+    /// A fixed-size table is full.
+    Full(&'static str),
+    /// A named thing does not exist.
+    NotFound(String),
+}
+
+impl Error {
+    /// An [`Error::Os`] from `errno` right now.
+    #[cold]
+    #[allow(dead_code)]
+    pub(crate) fn last_os(op: &'static str, target: impl Into<String>) -> Error {
+        Error::Os {
+            op,
+            target: target.into(),
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    /// An [`Error::Os`] from a returned error number (pthread style).
+    #[cold]
+    pub(crate) fn from_errno(op: &'static str, target: impl Into<String>, errno: i32) -> Error {
+        Error::Os {
+            op,
+            target: target.into(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// The OS error number, if this is an [`Error::Os`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Os { op, target, source } if target.is_empty() => write!(f, "{op} failed: {source}"),
+            Error::Os { op, target, source } => write!(f, "{op} on {target:?} failed: {source}"),
+            Error::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
+            Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::Uninitialized { expected } => {
+                write!(f, "no initialized {expected} here (zeroed or initialization never finished)")
+            }
+            Error::BadMagic { found } => write!(f, "not a shmsync object: magic {found:#010x}"),
+            Error::WrongKind { expected, found } => match Kind::from_raw(*found) {
+                Some(k) => write!(f, "expected a {expected}, found a {k}"),
+                None => write!(f, "expected a {expected}, found unknown kind {found}"),
+            },
+            Error::FormatMismatch { field, expected, found } => write!(
+                f,
+                "format mismatch in {field}: this build has {expected}, the segment has {found}"
+            ),
+            Error::Misaligned { addr, align } => {
+                write!(f, "address {addr:#x} is not aligned to {align} bytes")
+            }
+            Error::TooSmall { needed, available } => {
+                write!(f, "too small: {needed} bytes needed, {available} available")
+            }
+            Error::PidNamespaceMismatch { recorded, current } => write!(
+                f,
+                "object was created in pid namespace {recorded}, this process is in {current}: \
+                 robust locks cannot be shared across pid namespaces"
+            ),
+            Error::Corrupt(what) => write!(f, "corrupt shared memory: {what}"),
+            Error::TimedOut(what) => write!(f, "timed out: {what}"),
+            Error::Full(what) => write!(f, "full: {what}"),
+            Error::NotFound(what) => write!(f, "not found: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Os { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::Os { source, .. } => source.kind(),
+            Error::NotFound(_) => io::ErrorKind::NotFound,
+            Error::TimedOut(_) => io::ErrorKind::TimedOut,
+            Error::InvalidName { .. } | Error::InvalidArgument(_) | Error::Misaligned { .. } => {
+                io::ErrorKind::InvalidInput
+            }
+            _ => io::ErrorKind::InvalidData,
+        };
+        io::Error::new(kind, e)
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

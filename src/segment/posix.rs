@@ -1,0 +1,124 @@
+//! POSIX shared memory: `shm_open` + `ftruncate` + `mmap`.
+
+use std::os::fd::AsRawFd;
+
+use super::{c_string, owned, set_len, wait_for_size, Backing, Segment, DEFAULT_MODE};
+use crate::error::{Error, Result};
+
+/// Longest name accepted (NAME_MAX minus the leading `/`).
+const MAX_NAME: usize = 255;
+
+/// Checks a POSIX shared-memory name: a leading `/`, no other `/`, 1..=255 characters
+/// after it, no NUL, not `.` or `..`.
+pub fn validate_posix_name(name: &str) -> Result<()> {
+    let bad = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    let Some(rest) = name.strip_prefix('/') else {
+        return bad("a POSIX shared-memory name must start with '/'");
+    };
+    if rest.is_empty() {
+        return bad("the name after '/' is empty");
+    }
+    if rest.len() > MAX_NAME {
+        return bad("longer than 255 bytes after the '/'");
+    }
+    if rest.contains('/') {
+        return bad("only the leading '/' is allowed");
+    }
+    if rest.contains('\0') {
+        return bad("contains a NUL byte");
+    }
+    if rest == "." || rest == ".." {
+        return bad("'.' and '..' are not names");
+    }
+    Ok(())
+}
+
+impl Segment {
+    /// Creates the POSIX shared-memory object `name` (`O_CREAT|O_EXCL`, mode 0600) of
+    /// `len` bytes, zero-filled, and maps it. Fails with `EEXIST` if it exists.
+    pub fn posix_create(name: &str, len: usize) -> Result<Segment> {
+        Segment::posix_create_with_mode(name, len, DEFAULT_MODE)
+    }
+
+    /// As [`posix_create`](Self::posix_create) with explicit permission bits (subject to
+    /// the umask).
+    pub fn posix_create_with_mode(name: &str, len: usize, mode: libc::mode_t) -> Result<Segment> {
+        validate_posix_name(name)?;
+        let cname = c_string(name)?;
+        // SAFETY: `cname` is a valid NUL-terminated string.
+        let fd = unsafe {
+            libc::shm_open(
+                cname.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                mode,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::last_os("shm_open(O_CREAT|O_EXCL)", name));
+        }
+        let fd = owned(fd);
+        let sized = set_len(&fd, len, name)
+            .and_then(|()| Segment::map_fd(fd.as_raw_fd(), len, posix_backing(name), name));
+        if sized.is_err() {
+            // We created it; do not leave a half-made object behind.
+            // SAFETY: `cname` is a valid NUL-terminated string.
+            unsafe { libc::shm_unlink(cname.as_ptr()) };
+        }
+        sized
+    }
+
+    /// Opens and maps the existing POSIX shared-memory object `name`, whole. Waits up to
+    /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
+    pub fn posix_open(name: &str) -> Result<Segment> {
+        validate_posix_name(name)?;
+        let cname = c_string(name)?;
+        // SAFETY: `cname` is a valid NUL-terminated string.
+        let fd = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(Error::last_os("shm_open", name));
+        }
+        let fd = owned(fd);
+        let len = wait_for_size(fd.as_raw_fd(), name)?;
+        Segment::map_fd(fd.as_raw_fd(), len, posix_backing(name), name)
+    }
+
+    /// Removes the name `name` (mappings stay valid until unmapped).
+    pub fn posix_unlink(name: &str) -> Result<()> {
+        validate_posix_name(name)?;
+        let cname = c_string(name)?;
+        // SAFETY: `cname` is a valid NUL-terminated string.
+        if unsafe { libc::shm_unlink(cname.as_ptr()) } != 0 {
+            return Err(Error::last_os("shm_unlink", name));
+        }
+        Ok(())
+    }
+}
+
+fn posix_backing(name: &str) -> Backing {
+    Backing::Posix {
+        name: name.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(validate_posix_name("/ok-name.1").is_ok());
+        for bad in ["", "/", "noslash", "/a/b", "/.", "/..", "/a\0b"] {
+            assert!(
+                matches!(validate_posix_name(bad), Err(Error::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+        let long = format!("/{}", "x".repeat(256));
+        assert!(validate_posix_name(&long).is_err());
+    }
+}

@@ -1,0 +1,244 @@
+//! The one shim: atomics, `UnsafeCell`, spin hints and the futex, from `std` or from
+//! `loom` (under `--cfg shmsync_loom`).
+//!
+//! Every other module imports these from here; `clippy.toml` (`disallowed-types`) keeps
+//! `core::sync::atomic::*` and `core::cell::UnsafeCell` out of them, so a loom build
+//! really checks every atomic access the crate makes.
+//!
+//! Under loom, objects cannot be placed in raw shared memory (loom's atomics are bigger
+//! and carry bookkeeping), so the loom models build them with their `new` constructors
+//! and exercise the same protocol code.
+#![allow(clippy::disallowed_types)]
+
+#[cfg(not(shmsync_loom))]
+#[allow(unused_imports)]
+pub(crate) use core::sync::atomic::{fence, Ordering};
+
+/// Newtypes over std's atomics (same layout: `repr(transparent)`), dereferencing to
+/// them. They exist so that `clippy::disallowed_types` can keep the std types out of
+/// every module but this one; under loom the same names are loom's atomics.
+#[cfg(not(shmsync_loom))]
+macro_rules! std_atomic {
+    ($(#[$doc:meta] $name:ident($prim:ty);)*) => {$(
+        #[$doc]
+        #[derive(Debug, Default)]
+        #[repr(transparent)]
+        pub(crate) struct $name(core::sync::atomic::$name);
+
+        impl $name {
+            /// A new atomic holding `v`.
+            #[inline]
+            #[allow(dead_code)]
+            pub(crate) const fn new(v: $prim) -> Self {
+                Self(core::sync::atomic::$name::new(v))
+            }
+        }
+
+        impl core::ops::Deref for $name {
+            type Target = core::sync::atomic::$name;
+            #[inline]
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+    )*};
+}
+
+#[cfg(not(shmsync_loom))]
+std_atomic! {
+    /// `AtomicU32` (std).
+    AtomicU32(u32);
+    /// `AtomicU64` (std).
+    AtomicU64(u64);
+    /// `AtomicU8` (std).
+    AtomicU8(u8);
+}
+#[cfg(shmsync_loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+/// A spin-wait hint (`pause` on x86). Under loom it yields, so a spin loop lets the
+/// model schedule the thread it is waiting for.
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn spin_hint() {
+    #[cfg(not(shmsync_loom))]
+    core::hint::spin_loop();
+    #[cfg(shmsync_loom)]
+    loom::thread::yield_now();
+}
+
+/// Gives the CPU away (`sched_yield`); under loom, a model yield.
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn yield_now() {
+    #[cfg(not(shmsync_loom))]
+    std::thread::yield_now();
+    #[cfg(shmsync_loom)]
+    loom::thread::yield_now();
+}
+
+/// `UnsafeCell` with loom's closure API (`with`/`with_mut`), so loom can check that no
+/// two accesses to the cell race.
+#[cfg(not(shmsync_loom))]
+#[derive(Debug)]
+#[repr(transparent)]
+pub(crate) struct UnsafeCell<T: ?Sized>(core::cell::UnsafeCell<T>);
+
+#[cfg(not(shmsync_loom))]
+impl<T> UnsafeCell<T> {
+    /// Wraps `value`.
+    #[inline]
+    #[allow(dead_code)]
+    pub(crate) const fn new(value: T) -> Self {
+        Self(core::cell::UnsafeCell::new(value))
+    }
+}
+
+#[cfg(not(shmsync_loom))]
+impl<T: ?Sized> UnsafeCell<T> {
+    /// Calls `f` with a shared raw pointer to the contents.
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Calls `f` with a mutable raw pointer to the contents.
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(shmsync_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// The futex, as the rest of the crate sees it: the real shared futex, or the loom
+/// model with a per-address wait queue.
+#[cfg(not(shmsync_loom))]
+#[allow(unused_imports)]
+pub(crate) use crate::futex as futex_impl;
+#[cfg(shmsync_loom)]
+pub(crate) use loom_futex as futex_impl;
+
+/// A faithful model of the futex for loom.
+///
+/// The kernel checks the futex word and enqueues the waiter atomically with respect to
+/// wakers (under the hash-bucket lock); this model does the same under one loom mutex.
+/// A waiter stays queued until a `wake` removes it: a waiter that nobody wakes blocks
+/// forever, so loom reports the deadlock of a lost wakeup instead of hiding it (a model
+/// that merely yielded would hide it). A timed wait may also time out, which the model
+/// explores by yielding once and then giving up if still queued.
+#[cfg(shmsync_loom)]
+pub(crate) mod loom_futex {
+    use super::{AtomicU32, Ordering};
+    use crate::futex::{Deadline, WaitOutcome};
+    use loom::sync::{Condvar, Mutex};
+
+    struct Queue {
+        /// (address of the futex word, waiter id), in arrival order.
+        waiters: Vec<(usize, u64)>,
+        next_id: u64,
+    }
+
+    loom::lazy_static! {
+        static ref QUEUE: Mutex<Queue> = Mutex::new(Queue { waiters: Vec::new(), next_id: 0 });
+        static ref WOKEN: Condvar = Condvar::new();
+    }
+
+    /// Model of [`crate::futex::wait`].
+    pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
+        let addr = word as *const AtomicU32 as usize;
+        let mut q = QUEUE.lock().unwrap();
+        // SeqCst: the kernel's futex_wait reads the word after a full barrier.
+        if word.load(Ordering::SeqCst) != expected {
+            return WaitOutcome::ValueChanged;
+        }
+        let id = q.next_id;
+        q.next_id += 1;
+        q.waiters.push((addr, id));
+        if deadline.is_some() {
+            drop(q);
+            loom::thread::yield_now();
+            let mut q = QUEUE.lock().unwrap();
+            if let Some(pos) = q.waiters.iter().position(|&(_, w)| w == id) {
+                q.waiters.remove(pos);
+                return WaitOutcome::TimedOut;
+            }
+            return WaitOutcome::Woken;
+        }
+        loop {
+            q = WOKEN.wait(q).unwrap();
+            if !q.waiters.iter().any(|&(_, w)| w == id) {
+                return WaitOutcome::Woken;
+            }
+        }
+    }
+
+    /// Model of [`crate::futex::wake`].
+    pub(crate) fn wake(word: &AtomicU32, n: u32) -> u32 {
+        let addr = word as *const AtomicU32 as usize;
+        let mut q = QUEUE.lock().unwrap();
+        let mut woken = 0;
+        while woken < n {
+            match q.waiters.iter().position(|&(a, _)| a == addr) {
+                Some(pos) => {
+                    q.waiters.remove(pos);
+                    woken += 1;
+                }
+                None => break,
+            }
+        }
+        if woken > 0 {
+            WOKEN.notify_all();
+        }
+        woken
+    }
+}
+
+/// A process-private atomic cell for caches that no cross-process protocol depends on
+/// (e.g. the current process's identity). Always `std`'s atomic, never loom's: it must
+/// be usable in a `static`, and it is not part of any protocol a model checks.
+#[derive(Debug)]
+pub(crate) struct ProcessLocalU64(core::sync::atomic::AtomicU64);
+
+impl ProcessLocalU64 {
+    /// A cell holding `v`.
+    pub(crate) const fn new(v: u64) -> Self {
+        Self(core::sync::atomic::AtomicU64::new(v))
+    }
+
+    /// Reads the cell.
+    #[inline]
+    pub(crate) fn get(&self) -> u64 {
+        // Acquire: pairs with the Release in `set`, so a reader that sees a key value
+        // also sees the values set before it.
+        self.0.load(core::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes the cell.
+    #[inline]
+    pub(crate) fn set(&self, v: u64) {
+        // Release: pairs with the Acquire in `get`.
+        self.0.store(v, core::sync::atomic::Ordering::Release)
+    }
+}
+
+/// Reads a 32-bit word that foreign (C) code updates, such as a field of glibc's
+/// `pthread_mutex_t`, with a relaxed atomic load: a torn or racy plain read is avoided,
+/// and the value is used for diagnostics only.
+///
+/// # Safety
+///
+/// Behavior is undefined if:
+/// - `ptr` is not valid for reads of 4 bytes or not 4-byte aligned for the duration of
+///   the call.
+#[cfg(not(shmsync_loom))]
+#[inline]
+pub(crate) unsafe fn peek_u32(ptr: *const u32) -> u32 {
+    // SAFETY: the caller guarantees `ptr` is valid and aligned; every write to it is
+    // itself atomic or made under a lock, so an atomic load is race-free at the hardware
+    // level, and the value is only displayed.
+    unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr as *mut u32) }
+        .load(core::sync::atomic::Ordering::Relaxed)
+}

@@ -1,0 +1,260 @@
+//! Cross-process test support, shared by every integration test: child processes
+//! (re-executed test binary with a role, or `fork` for async-signal-safe bodies),
+//! watchdogs that turn a hang into a failure, and unique segment names that are removed
+//! on every exit path.
+//!
+//! How to use the re-exec children in a test file:
+//! ```ignore
+//! mod common;
+//! #[test]
+//! fn child_role() { common::dispatch(&[("holder", holder)]); }
+//! fn holder(args: &[String]) { /* runs in the child; returning exits 0 */ }
+//! // in a test:
+//! let mut c = common::spawn("holder", &[name.as_str()]);
+//! c.expect_success(common::WATCHDOG);
+//! ```
+#![allow(dead_code, clippy::disallowed_types)]
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Default bound on any single blocking step in a test.
+pub const WATCHDOG: Duration = Duration::from_secs(30);
+
+const ROLE_ENV: &str = "SHMSYNC_TEST_ROLE";
+const ARGS_ENV: &str = "SHMSYNC_TEST_ARGS";
+const ARG_SEP: char = '\u{1f}';
+
+/// A name unique to this process and call: `/shmsync-t<pid>-<n>-<tag>`.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "/shmsync-t{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        tag
+    )
+}
+
+/// A POSIX shared-memory name that is `shm_unlink`ed when dropped (pass or fail).
+pub struct ShmName(pub String);
+
+impl ShmName {
+    /// A fresh unique name.
+    pub fn new(tag: &str) -> ShmName {
+        ShmName(unique_name(tag))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for ShmName {
+    fn drop(&mut self) {
+        if let Ok(c) = std::ffi::CString::new(self.0.as_str()) {
+            // SAFETY: a valid C string; unlinking a missing name is harmless.
+            unsafe { libc::shm_unlink(c.as_ptr()) };
+        }
+    }
+}
+
+/// Call from a `#[test] fn child_role()` in each test file: when this process was
+/// started by [`spawn`], runs the named role and exits 0 (a panic exits non-zero);
+/// otherwise returns at once.
+/// A child role: runs in the child with the arguments given to [`spawn`].
+pub type Role = fn(&[String]);
+
+pub fn dispatch(roles: &[(&str, Role)]) {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return;
+    };
+    let args: Vec<String> = std::env::var(ARGS_ENV)
+        .unwrap_or_default()
+        .split(ARG_SEP)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    match roles.iter().find(|(name, _)| *name == role) {
+        Some((_, f)) => {
+            f(&args);
+            std::process::exit(0);
+        }
+        None => {
+            eprintln!("unknown child role {role:?}");
+            std::process::exit(101);
+        }
+    }
+}
+
+fn set_pdeathsig() -> std::io::Result<()> {
+    // SAFETY: prctl is async-signal-safe; PR_SET_PDEATHSIG takes a signal number.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Starts this test binary again as a child running `role` with `args`. The child gets
+/// `PR_SET_PDEATHSIG(SIGKILL)`: it never outlives the test.
+pub fn spawn(role: &str, args: &[&str]) -> Child {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
+        .env(ROLE_ENV, role)
+        .env(ARGS_ENV, args.join(&ARG_SEP.to_string()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: the closure only calls prctl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(set_pdeathsig);
+    }
+    // Reaped by `Child` with waitpid (so it can be waited on with a timeout), not by
+    // std's handle.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.spawn().expect("spawn child");
+    Child {
+        pid: child.id() as i32,
+        reaped: None,
+    }
+}
+
+/// Forks a child that runs `body` and `_exit`s with its return value. The body must be
+/// async-signal-safe (no allocation, no locks other than the ones under test): the test
+/// harness is multi-threaded and another thread may hold the malloc lock at the fork.
+pub fn fork_child(body: impl FnOnce() -> i32) -> Child {
+    // SAFETY: the child only runs `body`, which the caller promises is
+    // async-signal-safe, then `_exit`s without running destructors or atexit handlers.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        let _ = set_pdeathsig();
+        let code = body();
+        // SAFETY: _exit is always safe to call.
+        unsafe { libc::_exit(code) };
+    }
+    Child { pid, reaped: None }
+}
+
+/// A child process; killed and reaped on drop.
+pub struct Child {
+    pid: i32,
+    reaped: Option<ExitStatus>,
+}
+
+impl Child {
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `sig`.
+    pub fn signal(&self, sig: i32) {
+        if self.reaped.is_none() {
+            // SAFETY: signalling our own unreaped child (the pid cannot be reused).
+            unsafe { libc::kill(self.pid, sig) };
+        }
+    }
+
+    /// SIGKILLs and reaps it; returns its status.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.signal(libc::SIGKILL);
+        self.wait(WATCHDOG)
+    }
+
+    /// Its status if it has exited, without blocking.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if let Some(s) = self.reaped {
+            return Some(s);
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child; `status` is writable.
+        let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+        if r == self.pid {
+            self.reaped = Some(ExitStatus::from_raw(status));
+        }
+        self.reaped
+    }
+
+    /// Waits for it to exit; after `timeout` kills it and fails the test.
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.try_wait() {
+                return s;
+            }
+            if start.elapsed() > timeout {
+                // SAFETY: signalling our own unreaped child.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(self.pid, &mut status, 0) };
+                self.reaped = Some(ExitStatus::from_raw(status));
+                panic!("watchdog: child {} still running after {timeout:?}", self.pid);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Waits for it and fails the test unless it exited 0.
+    pub fn expect_success(&mut self, timeout: Duration) {
+        let s = self.wait(timeout);
+        assert!(s.success(), "child {} failed: {s:?}", self.pid);
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            self.signal(libc::SIGKILL);
+            let mut status = 0;
+            // SAFETY: reaping our own child.
+            unsafe { libc::waitpid(self.pid, &mut status, 0) };
+        }
+    }
+}
+
+/// Polls `cond` every millisecond; fails the test with `what` if it is not true within
+/// `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "watchdog: timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Aborts the whole test process (children die with it via PDEATHSIG) if not dropped
+/// within `timeout`: for steps that block in a lock or wait and cannot poll.
+pub struct Watchdog(Option<mpsc::Sender<()>>);
+
+impl Watchdog {
+    /// Arms a watchdog for `what`.
+    pub fn new(timeout: Duration, what: &'static str) -> Watchdog {
+        let (tx, rx) = mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
+                eprintln!("watchdog: {what} still blocked after {timeout:?}; aborting");
+                std::process::abort();
+            }
+        });
+        Watchdog(Some(tx))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+/// Places a `T` at the start of `seg` (for tests that lay out their own segments).
+pub fn at<T>(seg: &shmsync::segment::Segment, offset: usize) -> *mut T {
+    assert!(offset + std::mem::size_of::<T>() <= seg.len());
+    // SAFETY: in bounds (asserted).
+    unsafe { seg.as_ptr().add(offset).cast() }
+}
