@@ -89,6 +89,13 @@ pub enum Error {
     Full(&'static str),
     /// A named thing does not exist.
     NotFound(String),
+    /// The segment belongs to another user; opening it was not asked for explicitly.
+    ForeignOwner {
+        /// What was opened.
+        target: String,
+        /// Its owner's uid.
+        owner_uid: u32,
+    },
 }
 
 impl Error {
@@ -156,6 +163,11 @@ impl fmt::Display for Error {
             Error::TimedOut(what) => write!(f, "timed out: {what}"),
             Error::Full(what) => write!(f, "full: {what}"),
             Error::NotFound(what) => write!(f, "not found: {what}"),
+            Error::ForeignOwner { target, owner_uid } => write!(
+                f,
+                "{target:?} is owned by uid {owner_uid}, not by this user; open it with the \
+                 explicit foreign-owner option if that is intended"
+            ),
         }
     }
 }

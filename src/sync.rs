@@ -130,7 +130,7 @@ pub(crate) use loom_futex as futex_impl;
 /// that merely yielded would hide it). A timed wait may also time out, which the model
 /// explores by yielding once and then giving up if still queued.
 #[cfg(shmsync_loom)]
-pub(crate) mod loom_futex {
+pub mod loom_futex {
     use super::{AtomicU32, Ordering};
     use crate::futex::{Deadline, WaitOutcome};
     use loom::sync::{Condvar, Mutex};
@@ -146,8 +146,8 @@ pub(crate) mod loom_futex {
         static ref WOKEN: Condvar = Condvar::new();
     }
 
-    /// Model of [`crate::futex::wait`].
-    pub(crate) fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
+    /// Model of the real futex wait.
+    pub fn wait(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> WaitOutcome {
         let addr = word as *const AtomicU32 as usize;
         let mut q = QUEUE.lock().unwrap();
         // SeqCst: the kernel's futex_wait reads the word after a full barrier.
@@ -175,8 +175,8 @@ pub(crate) mod loom_futex {
         }
     }
 
-    /// Model of [`crate::futex::wake`].
-    pub(crate) fn wake(word: &AtomicU32, n: u32) -> u32 {
+    /// Model of the real futex wake.
+    pub fn wake(word: &AtomicU32, n: u32) -> u32 {
         let addr = word as *const AtomicU32 as usize;
         let mut q = QUEUE.lock().unwrap();
         let mut woken = 0;
