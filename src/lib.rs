@@ -9,6 +9,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+// Under loom the pthread, /proc and mmap paths are compiled out, which leaves helpers unused.
+#![cfg_attr(shmsync_loom, allow(dead_code, unused_imports))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
