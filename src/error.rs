@@ -89,6 +89,15 @@ pub enum Error {
     Full(&'static str),
     /// A named thing does not exist.
     NotFound(String),
+    /// A named object exists with another type than the one asked for.
+    TypeMismatch {
+        /// The object's name.
+        name: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// What the table records.
+        found: String,
+    },
     /// The segment belongs to another user; opening it was not asked for explicitly.
     ForeignOwner {
         /// What was opened.
@@ -172,6 +181,9 @@ impl fmt::Display for Error {
             Error::TimedOut(what) => write!(f, "timed out: {what}"),
             Error::Full(what) => write!(f, "full: {what}"),
             Error::NotFound(what) => write!(f, "not found: {what}"),
+            Error::TypeMismatch { name, expected, found } => {
+                write!(f, "object {name:?} is a {found}, not a {expected}")
+            }
             Error::ForeignOwner { target, owner_uid } => write!(
                 f,
                 "{target:?} is owned by uid {owner_uid}, not by this user; open it with the \

@@ -204,6 +204,20 @@ impl ObjectHeader {
         self.kind.load(Ordering::Relaxed)
     }
 
+    /// Rewrites a header *in place* with atomic stores, in state INITIALIZING, for
+    /// objects whose header other processes may be polling while it is (re)initialized
+    /// (a region). Call [`publish`](Self::publish) when the body is ready.
+    pub fn begin_init(&self, kind: Kind, aux: u32) {
+        // Relaxed (all): these become visible to validators only through the Release
+        // store in `publish`; a validator that reads them earlier sees state
+        // INITIALIZING (or UNINIT) and does not use them.
+        self.state.store(STATE_INITIALIZING, Ordering::Relaxed);
+        self.magic.store(MAGIC, Ordering::Relaxed);
+        self.kind.store(kind as u32, Ordering::Relaxed);
+        self.format.store(FORMAT, Ordering::Relaxed);
+        self.aux.store(aux, Ordering::Relaxed);
+    }
+
     /// Marks the object READY.
     pub fn publish(&self) {
         // Release: pairs with the Acquire load in `validate` (in this or any other
@@ -219,7 +233,9 @@ impl ObjectHeader {
         // Relaxed: ordered after the Acquire load above; written before the publish.
         let magic = self.magic.load(Ordering::Relaxed);
         if magic != MAGIC {
-            if magic == 0 && state == STATE_UNINIT {
+            // Zero magic and not READY: never initialized, or an initializer has claimed
+            // it and not written the magic yet.
+            if magic == 0 && state != STATE_READY {
                 return Err(Error::Uninitialized { expected: kind });
             }
             return Err(Error::BadMagic { found: magic });

@@ -118,6 +118,29 @@ impl ProcessIdentity {
     pub fn is_alive(&self) -> bool {
         !self.liveness().is_dead()
     }
+
+    /// This identity packed into one non-zero word — pid in the low 32 bits, the low 32
+    /// bits of the start time in the high 32 — so that claiming something (a region's
+    /// init/table lock) is a single compare-and-swap. Checked with
+    /// [`packed_liveness`] in the claimant's pid namespace.
+    pub fn packed(&self) -> u64 {
+        (self.start_time & 0xffff_ffff) << 32 | u64::from(self.pid)
+    }
+}
+
+/// Liveness of a process recorded with [`ProcessIdentity::packed`], seen from our pid
+/// namespace (the caller makes sure the word was written in the same namespace).
+pub fn packed_liveness(word: u64) -> Liveness {
+    let pid = word as u32;
+    if pid == 0 {
+        return Liveness::Dead;
+    }
+    match read_stat(pid) {
+        Ok(stat) if stat.zombie || stat.start_time & 0xffff_ffff != word >> 32 => Liveness::Dead,
+        Ok(_) => Liveness::Alive,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Liveness::Dead,
+        Err(_) => Liveness::Unknown,
+    }
 }
 
 /// Liveness of a thread id (the owner TID a robust mutex records) in our namespace.
@@ -218,6 +241,9 @@ mod tests {
         };
         assert_eq!(other_ns.liveness(), Liveness::Unknown);
         assert_eq!(thread_liveness(current_tid()), Liveness::Alive);
+        assert_eq!(packed_liveness(me.packed()), Liveness::Alive);
+        assert_eq!(packed_liveness(impostor.packed()), Liveness::Dead);
+        assert_eq!(packed_liveness(0), Liveness::Dead);
         assert_eq!(thread_group_of(current_tid()), Some(me.pid));
     }
 }
