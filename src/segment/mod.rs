@@ -1,26 +1,69 @@
-//! [`Segment`]: one owned `MAP_SHARED` mapping, whatever backs it.
+//! [`Segment`]: one owned shared mapping, whatever backs it.
 //!
-//! Backings: an anonymous shared mapping (inherited across `fork`), POSIX shared memory
-//! (`shm_open`), SysV shared memory (`shmget`), a `memfd` (sealed against shrinking,
-//! passed between processes over a Unix socket), or a file. Dropping a `Segment` unmaps
-//! it; it never removes a name: removal is always an explicit call
-//! ([`Segment::posix_unlink`], [`Segment::sysv_remove`], `std::fs::remove_file`), so one
-//! process exiting never pulls a segment from under the others.
+//! | backing | create | open | remove |
+//! |---|---|---|---|
+//! | anonymous `MAP_SHARED` (fork children only) | [`Segment::anonymous`] | inherited | — |
+//! | POSIX `shm_open` | [`Segment::posix_create`] | [`Segment::posix_open`] | [`Segment::posix_unlink`] |
+//! | SysV `shmget` | [`Segment::sysv_create`] | [`Segment::sysv_open`] | [`Segment::sysv_remove`] |
+//! | `memfd`, sealed against shrinking | [`Segment::memfd_create`] | [`Segment::recv_memfd`] after [`Segment::send_fd`] | — (last close) |
+//! | a file | [`Segment::file_create`] | [`Segment::file_open`] | `std::fs::remove_file` |
 //!
-//! Creating is exclusive (`O_CREAT|O_EXCL`, `IPC_CREAT|IPC_EXCL`) with mode 0600 unless
-//! another mode is asked for. Opening a POSIX or file segment that its creator is still
-//! sizing (size 0 between `open` and `ftruncate`) waits up to [`SIZING_WAIT`] for it.
+//! Each constructor's documentation has a runnable example. Dropping a `Segment` unmaps
+//! (`munmap`, or `shmdt` for SysV); it never removes a name: removal is always an
+//! explicit call, so one process exiting never pulls a segment from under the others.
+//!
+//! Creating is exclusive (`O_CREAT|O_EXCL`, `IPC_CREAT|IPC_EXCL`: an existing name is
+//! `EEXIST`) with mode 0600 unless another mode is asked for, and zero-length segments
+//! are refused. Opening maps the whole segment at the size its creator chose; check what
+//! you need with [`Segment::require_len`]. Opening a POSIX, SysV or file segment that
+//! belongs to another user fails with [`Error::ForeignOwner`] (someone may have planted
+//! it under the name you expected) unless the `*_open_any_owner` variant is used.
+//! Opening a POSIX or file segment that its creator is still sizing (size 0 between
+//! `open` and `ftruncate`) waits up to [`SIZING_WAIT`] for it.
+//!
+//! The mapping sits at a different address in every process: store offsets, never
+//! pointers, in it.
+//!
+//! An anonymous segment shared with a `fork` child (the child here only does
+//! async-signal-safe work):
+//!
+//! ```
+//! use shmsync::Segment;
+//! let seg = Segment::anonymous(4096)?;
+//! let p = seg.as_ptr();
+//! // SAFETY: this doctest is single-threaded, so the child may do anything; it only
+//! // writes one byte of the shared mapping and `_exit`s.
+//! match unsafe { libc::fork() } {
+//!     0 => unsafe {
+//!         p.write(b'!');
+//!         libc::_exit(0)
+//!     },
+//!     pid => {
+//!         assert!(pid > 0);
+//!         let mut status = 0;
+//!         // SAFETY: waiting for our own child.
+//!         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+//!         // SAFETY: the mapping is 4096 bytes long; the child has exited.
+//!         assert_eq!(unsafe { p.read() }, b'!');
+//!     }
+//! }
+//! # Ok::<(), shmsync::Error>(())
+//! ```
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::futex::Deadline;
 
+mod file;
+mod memfd;
 mod posix;
+mod sysv;
 pub use posix::validate_posix_name;
+pub use sysv::ftok;
 
 /// How long an opener waits for a segment's creator to give it a size.
 pub const SIZING_WAIT: Duration = Duration::from_secs(2);
@@ -148,19 +191,60 @@ impl Segment {
     pub fn backing(&self) -> &Backing {
         &self.backing
     }
-}
 
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe a mapping this value owns; every reference into it
-        // borrows `self` (objects, guards), so none outlives this call.
-        unsafe {
-            libc::munmap(self.ptr.as_ptr().cast(), self.len);
+    /// Fails with [`Error::TooSmall`] unless the segment is at least `min` bytes long.
+    ///
+    /// An opener learns the size its creator chose; call this before placing or attaching
+    /// anything that needs `min` bytes.
+    ///
+    /// ```
+    /// use shmsync::{Error, Segment};
+    /// let seg = Segment::anonymous(4096)?;
+    /// seg.require_len(4096)?;
+    /// assert!(matches!(seg.require_len(4097), Err(Error::TooSmall { needed: 4097, available: 4096 })));
+    /// # Ok::<(), shmsync::Error>(())
+    /// ```
+    pub fn require_len(&self, min: usize) -> Result<()> {
+        if self.len < min {
+            return Err(Error::TooSmall {
+                needed: min,
+                available: self.len,
+            });
+        }
+        Ok(())
+    }
+
+    /// The memfd behind a [`Backing::Memfd`] segment (to pass it on some other way than
+    /// [`send_fd`](Self::send_fd)); `None` for other backings.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.backing {
+            Backing::Memfd { fd } => Some(fd.as_fd()),
+            _ => None,
         }
     }
 }
 
-fn check_len(len: usize) -> Result<()> {
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // Errors are ignored: nothing useful can be done about a failed unmap in Drop, and
+        // neither call can fail for a mapping this value owns.
+        match self.backing {
+            // SAFETY: `ptr` is the address `shmat` returned for this value, attached once;
+            // every reference into it borrows `self` (objects, guards), so none outlives
+            // this call.
+            Backing::SysV { .. } => unsafe {
+                libc::shmdt(self.ptr.as_ptr().cast());
+            },
+            // SAFETY: `ptr`/`len` describe a mapping this value owns; every reference into
+            // it borrows `self` (objects, guards), so none outlives this call.
+            _ => unsafe {
+                libc::munmap(self.ptr.as_ptr().cast(), self.len);
+            },
+        }
+    }
+}
+
+pub(crate) fn check_len(len: usize) -> Result<()> {
     if len == 0 {
         return Err(Error::InvalidArgument("a segment cannot be 0 bytes long"));
     }
@@ -170,15 +254,45 @@ fn check_len(len: usize) -> Result<()> {
     Ok(())
 }
 
-/// Size of an open file descriptor (`fstat`).
-pub(crate) fn fd_size(fd: RawFd, target: &str) -> Result<u64> {
+/// `fstat` of an open file descriptor.
+pub(crate) fn fd_stat(fd: RawFd, target: &str) -> Result<libc::stat> {
     let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is writable storage for a stat buffer; `fd` is open.
     if unsafe { libc::fstat(fd, st.as_mut_ptr()) } != 0 {
         return Err(Error::last_os("fstat", target));
     }
     // SAFETY: fstat succeeded, so it initialized `st`.
-    Ok(unsafe { st.assume_init() }.st_size as u64)
+    Ok(unsafe { st.assume_init() })
+}
+
+/// Size of an open file descriptor (`fstat`).
+pub(crate) fn fd_size(fd: RawFd, target: &str) -> Result<u64> {
+    Ok(fd_stat(fd, target)?.st_size as u64)
+}
+
+/// Whether an opener checks who owns the segment it opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OwnerCheck {
+    /// Refuse a segment whose owner is not this process's effective uid.
+    MustBeOurs,
+    /// Accept any owner (the caller asked for it explicitly).
+    Any,
+}
+
+impl OwnerCheck {
+    /// Refuses `owner_uid` with [`Error::ForeignOwner`] unless it is our effective uid
+    /// or any owner was asked for.
+    pub(crate) fn check(self, owner_uid: u32, target: &str) -> Result<()> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if self == OwnerCheck::MustBeOurs && owner_uid != euid {
+            return Err(Error::ForeignOwner {
+                target: target.to_owned(),
+                owner_uid,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Waits (bounded by [`SIZING_WAIT`]) until `fd` has a non-zero size: its creator may be

@@ -2,7 +2,10 @@
 
 use std::os::fd::AsRawFd;
 
-use super::{c_string, owned, set_len, wait_for_size, Backing, Segment, DEFAULT_MODE};
+use super::{
+    c_string, check_len, fd_stat, owned, set_len, wait_for_size, Backing, OwnerCheck, Segment,
+    DEFAULT_MODE,
+};
 use crate::error::{Error, Result};
 
 /// Longest name accepted (NAME_MAX minus the leading `/`).
@@ -41,6 +44,24 @@ pub fn validate_posix_name(name: &str) -> Result<()> {
 impl Segment {
     /// Creates the POSIX shared-memory object `name` (`O_CREAT|O_EXCL`, mode 0600) of
     /// `len` bytes, zero-filled, and maps it. Fails with `EEXIST` if it exists.
+    ///
+    /// Another process opens it with [`posix_open`](Self::posix_open); here the same
+    /// process maps it twice, at two addresses, to show that the bytes are shared:
+    ///
+    /// ```
+    /// use shmsync::Segment;
+    /// let name = format!("/shmsync-doc-posix-{}", std::process::id());
+    /// let a = Segment::posix_create(&name, 4096)?;
+    /// let b = Segment::posix_open(&name)?;
+    /// Segment::posix_unlink(&name)?; // the mappings stay valid
+    /// assert_ne!(a.as_ptr(), b.as_ptr());
+    /// // SAFETY: both mappings are 4096 bytes long and nothing else uses them.
+    /// unsafe {
+    ///     a.as_ptr().copy_from(b"hello".as_ptr(), 5);
+    ///     assert_eq!(std::slice::from_raw_parts(b.as_ptr(), 5), b"hello");
+    /// }
+    /// # Ok::<(), shmsync::Error>(())
+    /// ```
     pub fn posix_create(name: &str, len: usize) -> Result<Segment> {
         Segment::posix_create_with_mode(name, len, DEFAULT_MODE)
     }
@@ -49,6 +70,7 @@ impl Segment {
     /// the umask).
     pub fn posix_create_with_mode(name: &str, len: usize, mode: libc::mode_t) -> Result<Segment> {
         validate_posix_name(name)?;
+        check_len(len)?;
         let cname = c_string(name)?;
         // SAFETY: `cname` is a valid NUL-terminated string.
         let fd = unsafe {
@@ -74,7 +96,22 @@ impl Segment {
 
     /// Opens and maps the existing POSIX shared-memory object `name`, whole. Waits up to
     /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
+    ///
+    /// Refuses an object owned by another user with [`Error::ForeignOwner`] (someone else
+    /// may have planted it under the expected name); use
+    /// [`posix_open_any_owner`](Self::posix_open_any_owner) when that is intended. A
+    /// missing name is [`Error::Os`] with `ENOENT`. Check the size you need with
+    /// [`require_len`](Self::require_len).
     pub fn posix_open(name: &str) -> Result<Segment> {
+        Segment::posix_open_checked(name, OwnerCheck::MustBeOurs)
+    }
+
+    /// As [`posix_open`](Self::posix_open), accepting an object owned by any user.
+    pub fn posix_open_any_owner(name: &str) -> Result<Segment> {
+        Segment::posix_open_checked(name, OwnerCheck::Any)
+    }
+
+    fn posix_open_checked(name: &str, owner: OwnerCheck) -> Result<Segment> {
         validate_posix_name(name)?;
         let cname = c_string(name)?;
         // SAFETY: `cname` is a valid NUL-terminated string.
@@ -83,6 +120,7 @@ impl Segment {
             return Err(Error::last_os("shm_open", name));
         }
         let fd = owned(fd);
+        owner.check(fd_stat(fd.as_raw_fd(), name)?.st_uid, name)?;
         let len = wait_for_size(fd.as_raw_fd(), name)?;
         Segment::map_fd(fd.as_raw_fd(), len, posix_backing(name), name)
     }

@@ -264,3 +264,67 @@ pub fn at<T>(seg: &shmsync::segment::Segment, offset: usize) -> *mut T {
     // SAFETY: in bounds (asserted).
     unsafe { seg.as_ptr().add(offset).cast() }
 }
+
+/// A SysV key unique to this process and call (`0x5A000000 | pid bits | counter`),
+/// removed (`IPC_RMID`) on drop if a segment created by this process still holds it.
+pub struct SysvKey(pub libc::key_t);
+
+impl SysvKey {
+    /// A fresh key.
+    pub fn new() -> SysvKey {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed) & 0xff;
+        let pid = std::process::id();
+        SysvKey((0x5A00_0000 | ((pid << 8) & 0x00ff_ff00) | n) as libc::key_t)
+    }
+
+    /// The key.
+    pub fn key(&self) -> libc::key_t {
+        self.0
+    }
+}
+
+impl Drop for SysvKey {
+    fn drop(&mut self) {
+        // SAFETY: shmget/shmctl only read scalars and write the stat buffer we own.
+        unsafe {
+            let id = libc::shmget(self.0, 0, 0);
+            if id < 0 {
+                return;
+            }
+            let mut ds: libc::shmid_ds = std::mem::zeroed();
+            // Only remove what this process created: another process whose pid shares
+            // our low 16 bits may own the key.
+            if libc::shmctl(id, libc::IPC_STAT, &mut ds) == 0 && ds.shm_cpid == libc::getpid() {
+                libc::shmctl(id, libc::IPC_RMID, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
+/// A unique path in `std::env::temp_dir()`, removed on drop (pass or fail).
+pub struct TempPath(pub std::path::PathBuf);
+
+impl TempPath {
+    /// A fresh unique path (nothing is created).
+    pub fn new(tag: &str) -> TempPath {
+        let name = unique_name(tag);
+        TempPath(std::env::temp_dir().join(&name[1..]))
+    }
+
+    /// The path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// The path as a `&str` (temp paths made here are UTF-8), for child arguments.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
