@@ -181,7 +181,11 @@ impl fmt::Display for Error {
             Error::TimedOut(what) => write!(f, "timed out: {what}"),
             Error::Full(what) => write!(f, "full: {what}"),
             Error::NotFound(what) => write!(f, "not found: {what}"),
-            Error::TypeMismatch { name, expected, found } => {
+            Error::TypeMismatch {
+                name,
+                expected,
+                found,
+            } => {
                 write!(f, "object {name:?} is a {found}, not a {expected}")
             }
             Error::ForeignOwner { target, owner_uid } => write!(

@@ -22,6 +22,7 @@ pub mod futex;
 pub mod header;
 pub mod process;
 pub mod raw_mutex;
+pub mod region;
 pub mod segment;
 pub(crate) mod sync;
 
@@ -30,4 +31,5 @@ pub use futex::Deadline;
 pub use header::Kind;
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+pub use region::{Location, Region, Shared};
 pub use segment::Segment;

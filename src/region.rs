@@ -195,7 +195,9 @@ impl Location {
                 None => key.parse::<libc::key_t>(),
             };
             return match parsed {
-                Ok(0) => Err(bad("SysV key 0 is IPC_PRIVATE and cannot be opened by name")),
+                Ok(0) => Err(bad(
+                    "SysV key 0 is IPC_PRIVATE and cannot be opened by name",
+                )),
                 Ok(k) => Ok(Location::SysV(k)),
                 Err(_) => Err(bad("a SysV key is a decimal or 0x-hex 32-bit number")),
             };
@@ -213,7 +215,9 @@ impl Location {
         if s.contains('/') {
             return Ok(Location::File(PathBuf::from(s)));
         }
-        Err(bad("expected /NAME (POSIX), sysv:KEY, or a file path containing '/'"))
+        Err(bad(
+            "expected /NAME (POSIX), sysv:KEY, or a file path containing '/'",
+        ))
     }
 
     fn create_segment(&self, size: usize) -> Result<Segment> {
@@ -330,7 +334,7 @@ impl Region {
         let seg = location.create_segment(size)?;
         let region = Region {
             seg,
-            location: Some(location.clone())
+            location: Some(location.clone()),
         };
         region.ensure_ready(opts)?;
         Ok(region)
@@ -347,7 +351,7 @@ impl Region {
         let seg = location.open_segment()?;
         let region = Region {
             seg,
-            location: Some(location.clone())
+            location: Some(location.clone()),
         };
         region.ensure_ready(opts)?;
         Ok(region)
@@ -391,10 +395,15 @@ impl Region {
     pub fn from_segment_with(seg: Segment, opts: RegionOptions) -> Result<Region> {
         let region = Region {
             seg,
-            location: None
+            location: None,
         };
         region.ensure_ready(opts)?;
         Ok(region)
+    }
+
+    /// Gives the segment back (unmapping nothing).
+    pub fn into_segment(self) -> Segment {
+        self.seg
     }
 
     /// The segment.
@@ -457,7 +466,9 @@ impl Region {
                 return result;
             }
             if deadline.has_passed() {
-                return Err(Error::TimedOut("another process is still initializing the region"));
+                return Err(Error::TimedOut(
+                    "another process is still initializing the region",
+                ));
             }
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -567,14 +578,19 @@ impl Region {
         // Relaxed: validated at open; re-checked here because a hostile peer could
         // have changed it since.
         let capacity = h.capacity.load(Ordering::Relaxed);
-        if capacity == 0 || capacity > MAX_CAPACITY || data_start_for(capacity) > self.seg.len() as u64 {
+        if capacity == 0
+            || capacity > MAX_CAPACITY
+            || data_start_for(capacity) > self.seg.len() as u64
+        {
             return Err(Error::Corrupt(format!("table capacity {capacity}")));
         }
         // Acquire: pairs with the Release increment in `append`, which published the
         // entries and the objects below this count.
         let count = h.count.load(Ordering::Acquire);
         if count > capacity {
-            return Err(Error::Corrupt(format!("{count} entries in a table of {capacity}")));
+            return Err(Error::Corrupt(format!(
+                "{count} entries in a table of {capacity}"
+            )));
         }
         let data_start = data_start_for(capacity);
         let len = self.seg.len() as u64;
@@ -582,8 +598,11 @@ impl Region {
         for i in 0..count {
             out.push(self.read_entry(i, data_start, len)?);
         }
-        let mut spans: Vec<(u64, u64, usize)> =
-            out.iter().enumerate().map(|(i, e)| (e.offset, e.offset + e.size, i)).collect();
+        let mut spans: Vec<(u64, u64, usize)> = out
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.offset, e.offset + e.size, i))
+            .collect();
         spans.sort_unstable();
         for pair in spans.windows(2) {
             if pair[1].0 < pair[0].1 {
@@ -609,9 +628,13 @@ impl Region {
         if !align.is_power_of_two() || align > PAGE as u32 {
             return Err(corrupt(format!("alignment {align}")));
         }
-        let end = offset.checked_add(size).ok_or_else(|| corrupt("size overflows".into()))?;
+        let end = offset
+            .checked_add(size)
+            .ok_or_else(|| corrupt("size overflows".into()))?;
         if size == 0 || offset < data_start || end > len || offset % u64::from(align) != 0 {
-            return Err(corrupt(format!("span {offset}..{end} outside {data_start}..{len}")));
+            return Err(corrupt(format!(
+                "span {offset}..{end} outside {data_start}..{len}"
+            )));
         }
         let name_len = e.name_len.load(Ordering::Relaxed) as usize;
         if name_len == 0 || name_len > MAX_NAME_LEN {
@@ -654,7 +677,12 @@ impl Region {
 
     /// [`get_or_init`](Self::get_or_init) with an explicit bound on waiting for another
     /// process's table append.
-    pub fn get_or_init_with<T: Shared>(&self, name: &str, init: T::Init, wait: Duration) -> Result<&T> {
+    pub fn get_or_init_with<T: Shared>(
+        &self,
+        name: &str,
+        init: T::Init,
+        wait: Duration,
+    ) -> Result<&T> {
         validate_object_name(name)?;
         if let Some(e) = self.entries()?.into_iter().find(|e| e.name == name) {
             return self.attach_entry::<T>(&e);
@@ -679,9 +707,14 @@ impl Region {
         if index >= capacity {
             return Err(Error::Full("region table"));
         }
-        let (size, align) = (core::mem::size_of::<T>() as u64, core::mem::align_of::<T>() as u64);
+        let (size, align) = (
+            core::mem::size_of::<T>() as u64,
+            core::mem::align_of::<T>() as u64,
+        );
         if size == 0 || align > PAGE {
-            return Err(Error::InvalidArgument("zero-sized or over-aligned shared type"));
+            return Err(Error::InvalidArgument(
+                "zero-sized or over-aligned shared type",
+            ));
         }
         let len = self.seg.len() as u64;
         let data_start = data_start_for(capacity);
@@ -694,7 +727,10 @@ impl Region {
             .unwrap_or(data_start)
             .max(data_start);
         let offset = next_free.div_ceil(align) * align;
-        let end = offset.checked_add(size).filter(|&end| end <= len).ok_or(Error::Full("region space"))?;
+        let end = offset
+            .checked_add(size)
+            .filter(|&end| end <= len)
+            .ok_or(Error::Full("region space"))?;
 
         let e = self.entry(index);
         let mut name_words = [0u8; MAX_NAME_LEN];
@@ -717,7 +753,8 @@ impl Region {
         // disjoint from the table and every published object (it starts after all of
         // them), and no other process touches it: it is unpublished and we hold the
         // claim. The reference borrows `self`, which owns the mapping.
-        let object = unsafe { T::init_at(self.seg.as_ptr().add(offset as usize).cast::<T>(), init)? };
+        let object =
+            unsafe { T::init_at(self.seg.as_ptr().add(offset as usize).cast::<T>(), init)? };
         failpoint("object-init");
         // Release: publishes the entry and the initialized object; pairs with the
         // Acquire load of `count` in `entries`.
@@ -736,7 +773,10 @@ impl Region {
             return Err(Error::TypeMismatch {
                 name: e.name.clone(),
                 expected,
-                found: format!("{} of {} bytes (type hash {:#x})", e.kind, e.size, e.type_hash),
+                found: format!(
+                    "{} of {} bytes (type hash {:#x})",
+                    e.kind, e.size, e.type_hash
+                ),
             });
         }
         // SAFETY: `entries()` validated that `offset..offset+size` lies inside the
@@ -752,7 +792,10 @@ impl Region {
     pub fn object_ptr(&self, e: &EntryInfo) -> Result<*const u8> {
         let len = self.seg.len() as u64;
         if e.offset.checked_add(e.size).map_or(true, |end| end > len) {
-            return Err(Error::Corrupt(format!("object {:?} outside the region", e.name)));
+            return Err(Error::Corrupt(format!(
+                "object {:?} outside the region",
+                e.name
+            )));
         }
         // SAFETY: in bounds (checked above).
         Ok(unsafe { self.seg.as_ptr().add(e.offset as usize) })
@@ -786,7 +829,10 @@ impl Region {
         if w != 0 && process::packed_liveness(w) == Liveness::Dead {
             // Release: like `Claim::release`; a dead holder's unpublished writes are
             // harmless (they sit past `count`).
-            if claim.compare_exchange(w, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
+            if claim
+                .compare_exchange(w, 0, Ordering::Release, Ordering::Relaxed)
+                .is_ok()
+            {
                 return Some(w);
             }
         }
@@ -830,7 +876,9 @@ impl Drop for Claim<'_> {
 
 fn check_capacity(capacity: u32, size: usize) -> Result<()> {
     if capacity == 0 || capacity > MAX_CAPACITY {
-        return Err(Error::InvalidArgument("region table capacity must be 1..=4096"));
+        return Err(Error::InvalidArgument(
+            "region table capacity must be 1..=4096",
+        ));
     }
     let needed = data_start_for(capacity) as usize;
     if size < needed {
@@ -881,12 +929,24 @@ mod tests {
 
     #[test]
     fn locations_parse() {
-        assert_eq!(Location::parse("/abc").unwrap(), Location::Posix("/abc".into()));
+        assert_eq!(
+            Location::parse("/abc").unwrap(),
+            Location::Posix("/abc".into())
+        );
         assert_eq!(Location::parse("sysv:0x10").unwrap(), Location::SysV(16));
         assert_eq!(Location::parse("sysv:42").unwrap(), Location::SysV(42));
-        assert_eq!(Location::parse("/tmp/x").unwrap(), Location::File("/tmp/x".into()));
-        assert_eq!(Location::parse("./x").unwrap(), Location::File("./x".into()));
-        assert_eq!(Location::parse("file:x").unwrap(), Location::File("x".into()));
+        assert_eq!(
+            Location::parse("/tmp/x").unwrap(),
+            Location::File("/tmp/x".into())
+        );
+        assert_eq!(
+            Location::parse("./x").unwrap(),
+            Location::File("./x".into())
+        );
+        assert_eq!(
+            Location::parse("file:x").unwrap(),
+            Location::File("x".into())
+        );
         for bad in ["", "abc", "sysv:", "sysv:0", "sysv:zz", "/", "file:"] {
             assert!(Location::parse(bad).is_err(), "{bad:?}");
         }

@@ -102,13 +102,19 @@ fn set_pdeathsig() -> std::io::Result<()> {
 /// Starts this test binary again as a child running `role` with `args`. The child gets
 /// `PR_SET_PDEATHSIG(SIGKILL)`: it never outlives the test.
 pub fn spawn(role: &str, args: &[&str]) -> Child {
+    spawn_with_env(role, args, &[])
+}
+
+/// [`spawn`] with extra environment variables (e.g. a test failpoint).
+pub fn spawn_with_env(role: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     cmd.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE_ENV, role)
         .env(ARGS_ENV, args.join(&ARG_SEP.to_string()))
         .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null());
+        .stdout(std::process::Stdio::null())
+        .envs(env.iter().copied());
     // SAFETY: the closure only calls prctl, which is async-signal-safe.
     unsafe {
         cmd.pre_exec(set_pdeathsig);

@@ -1,0 +1,316 @@
+//! Region: race-free initialization across processes, crash during initialization,
+//! hostile segments, bad names.
+#![allow(clippy::disallowed_types)]
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shmsync::region::{Location, RegionOptions};
+use shmsync::{Error, RawRobustMutex, Region, Segment};
+
+const SIZE: usize = 1 << 16;
+
+#[test]
+fn child_role() {
+    common::dispatch(&[
+        ("race", race),
+        ("create_region", create_region),
+        ("add_object", add_object),
+    ]);
+}
+
+/// Sleeps until the wall-clock nanosecond timestamp in `arg`, so racers start together.
+fn start_at(arg: &str) {
+    let at: u128 = arg.parse().unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    if at > now {
+        std::thread::sleep(Duration::from_nanos((at - now) as u64));
+    }
+}
+
+fn race(args: &[String]) {
+    let loc = Location::parse(&args[0]).unwrap();
+    start_at(&args[1]);
+    let region = Region::open_or_create(&loc, SIZE).unwrap();
+    let m = region.get_or_init::<RawRobustMutex>("m", ()).unwrap();
+    let n = region.get_or_init::<RawRobustMutex>("n", ()).unwrap();
+    assert!(m.lock().is_ok());
+    // SAFETY: held by this thread.
+    assert_eq!(unsafe { m.unlock() }, 0);
+    assert!(!core::ptr::eq(m, n));
+}
+
+fn create_region(args: &[String]) {
+    let loc = Location::parse(&args[0]).unwrap();
+    let _region = Region::create(&loc, SIZE).unwrap();
+}
+
+fn add_object(args: &[String]) {
+    let loc = Location::parse(&args[0]).unwrap();
+    let region = Region::open(&loc).unwrap();
+    region.get_or_init::<RawRobustMutex>(&args[1], ()).unwrap();
+}
+
+fn soon() -> String {
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_millis(300);
+    t.as_nanos().to_string()
+}
+
+#[test]
+fn racing_processes_end_with_one_region_and_one_object_each() {
+    for round in 0..3 {
+        let name = common::ShmName::new("race");
+        let at = soon();
+        let mut kids: Vec<_> = (0..6)
+            .map(|_| common::spawn("race", &[name.as_str(), &at]))
+            .collect();
+        for k in &mut kids {
+            k.expect_success(common::WATCHDOG);
+        }
+        let region = Region::open(&Location::parse(name.as_str()).unwrap()).unwrap();
+        let entries = region.entries().unwrap();
+        let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["m", "n"], "round {round}");
+        assert!(region.is_ready());
+        assert_eq!(region.claim_holder().0, 0, "claim left held");
+    }
+}
+
+/// Runs a child that stops at `failpoint` (after claiming), waits until it is there,
+/// SIGKILLs it, and returns.
+fn kill_at_failpoint(role: &str, args: &[&str], failpoint: &str) {
+    let marker = common::TempPath::new("failpoint");
+    let mut child = common::spawn_with_env(
+        role,
+        args,
+        &[
+            ("SHMSYNC_TEST_FAILPOINT", failpoint),
+            ("SHMSYNC_TEST_FAILPOINT_MARKER", marker.as_str()),
+        ],
+    );
+    common::wait_until(common::WATCHDOG, "the child to reach the failpoint", || {
+        marker.path().exists()
+    });
+    child.kill();
+}
+
+#[test]
+fn a_region_initializer_killed_mid_init_is_taken_over() {
+    let name = common::ShmName::new("initkill");
+    kill_at_failpoint("create_region", &[name.as_str()], "region-init");
+    let loc = Location::parse(name.as_str()).unwrap();
+    let region = Region::open(&loc).unwrap();
+    assert!(region.is_ready());
+    assert_eq!(
+        region.creator().pid,
+        std::process::id(),
+        "we re-initialized it"
+    );
+    assert!(region.entries().unwrap().is_empty());
+    region.get_or_init::<RawRobustMutex>("m", ()).unwrap();
+}
+
+#[test]
+fn an_object_initializer_killed_mid_init_is_taken_over() {
+    let name = common::ShmName::new("objkill");
+    let loc = Location::parse(name.as_str()).unwrap();
+    let region = Region::create(&loc, SIZE).unwrap();
+    region.get_or_init::<RawRobustMutex>("first", ()).unwrap();
+    kill_at_failpoint("add_object", &[name.as_str(), "second"], "object-init");
+    // The half-made object is not visible...
+    assert!(matches!(
+        region.get::<RawRobustMutex>("second"),
+        Err(Error::NotFound(_))
+    ));
+    // ...and the next initializer takes over the dead claim and makes it.
+    let m = region.get_or_init::<RawRobustMutex>("second", ()).unwrap();
+    assert!(m.try_lock().is_ok());
+    // SAFETY: held by this thread.
+    unsafe { m.unlock() };
+    let names: Vec<_> = region
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["first", "second"]);
+}
+
+#[test]
+fn wrong_type_full_table_and_bad_names_are_errors() {
+    let region = Region::from_segment_with(
+        Segment::anonymous(SIZE).unwrap(),
+        RegionOptions {
+            capacity: 2,
+            ..RegionOptions::default()
+        },
+    )
+    .unwrap();
+    region.get_or_init::<RawRobustMutex>("a", ()).unwrap();
+    region.get_or_init::<RawRobustMutex>("b", ()).unwrap();
+    assert!(matches!(
+        region.get_or_init::<RawRobustMutex>("c", ()),
+        Err(Error::Full("region table"))
+    ));
+    assert!(matches!(
+        region.get::<RawRobustMutex>("zzz"),
+        Err(Error::NotFound(_))
+    ));
+    let long = "x".repeat(41);
+    for bad in ["", long.as_str(), "a\0b"] {
+        assert!(matches!(
+            region.get::<RawRobustMutex>(bad),
+            Err(Error::InvalidName { .. })
+        ));
+    }
+    // A region too small for its own table.
+    assert!(matches!(
+        Region::from_segment(Segment::anonymous(100).unwrap()),
+        Err(Error::TooSmall { .. })
+    ));
+    // Space runs out before the table does.
+    let tiny = Region::from_segment(Segment::anonymous(4096 + 64).unwrap()).unwrap();
+    tiny.get_or_init::<RawRobustMutex>("a", ()).unwrap();
+    assert!(matches!(
+        tiny.get_or_init::<RawRobustMutex>("b", ()),
+        Err(Error::Full("region space"))
+    ));
+}
+
+#[test]
+fn missing_foreign_and_mismatched_segments_are_clear_errors() {
+    let missing = Location::parse(&common::unique_name("missing")).unwrap();
+    let err = Region::open(&missing).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "{err}");
+    assert!(
+        err.to_string().contains("shmsync-t"),
+        "error names the segment: {err}"
+    );
+
+    // Not a region: non-zero garbage is never overwritten.
+    let name = common::ShmName::new("garbage");
+    {
+        let seg = Segment::posix_create(name.as_str(), SIZE).unwrap();
+        // SAFETY: fresh private mapping of SIZE bytes.
+        unsafe { std::ptr::write_bytes(seg.as_ptr(), 0xAB, 64) };
+    }
+    let loc = Location::parse(name.as_str()).unwrap();
+    assert!(matches!(Region::open(&loc), Err(Error::BadMagic { .. })));
+
+    // A region written by an incompatible build: poke the format word (offset 8).
+    let name2 = common::ShmName::new("format");
+    let loc2 = Location::parse(name2.as_str()).unwrap();
+    {
+        let r = Region::create(&loc2, SIZE).unwrap();
+        // SAFETY: offset 8..16 is the header's format word, inside the mapping; no
+        // other process uses this fresh region.
+        unsafe { *r.segment().as_ptr().add(8).cast::<u64>() ^= 0xff << 32 };
+    }
+    match Region::open(&loc2) {
+        Err(Error::FormatMismatch { field, .. }) => assert_eq!(field, "size of pthread_mutex_t"),
+        other => panic!("{other:?}"),
+    }
+    // Creating over an existing name is EEXIST, not a silent reuse.
+    assert_eq!(
+        Region::create(&loc2, SIZE).unwrap_err().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+}
+
+/// xorshift64*: a tiny deterministic generator; the seed is printed for replay.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Mutates header and table bytes at random and runs open / entries / get / object
+/// lookups on every case: only errors, never a panic or an out-of-bounds access (the
+/// test process would crash). `SHMSYNC_FUZZ_CASES` and `SHMSYNC_FUZZ_SEED` override.
+#[test]
+fn hostile_header_and_table_bytes_yield_errors_only() {
+    let cases: u64 = std::env::var("SHMSYNC_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let seed: u64 = std::env::var("SHMSYNC_FUZZ_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("fuzz: {cases} cases, SHMSYNC_FUZZ_SEED={seed}");
+    let mut rng = Rng(seed);
+
+    let region = Region::from_segment(Segment::anonymous(3 * 4096).unwrap()).unwrap();
+    for name in ["alpha", "beta", "a-much-longer-name-of-forty-bytes-------"] {
+        region.get_or_init::<RawRobustMutex>(name, ()).unwrap();
+    }
+    let mut seg = region.into_segment();
+    let image: Vec<u8> = (0..seg.len())
+        // SAFETY: in bounds of the mapping; no other thread or process uses it.
+        .map(|i| unsafe { *seg.as_ptr().add(i) })
+        .collect();
+    let hot = 128 + 3 * 80; // header and the used entries
+    let opts = RegionOptions {
+        wait: Duration::ZERO,
+        ..RegionOptions::default()
+    };
+    let (mut opened, mut failed) = (0u64, 0u64);
+    for _ in 0..cases {
+        // SAFETY: `image` has exactly the mapping's length; nobody else uses it.
+        unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), seg.as_ptr(), image.len()) };
+        for _ in 0..1 + rng.below(6) {
+            let at = if rng.below(8) == 0 {
+                rng.below(seg.len() as u64)
+            } else {
+                rng.below(hot)
+            };
+            let byte = match rng.below(4) {
+                0 => 0,
+                1 => 0xff,
+                _ => rng.next() as u8,
+            };
+            // SAFETY: `at` is inside the mapping.
+            unsafe { *seg.as_ptr().add(at as usize) = byte };
+        }
+        match Region::from_segment_with(seg, opts) {
+            Ok(region) => {
+                opened += 1;
+                if let Ok(entries) = region.entries() {
+                    for e in &entries {
+                        let _ = region.object_ptr(e);
+                        let _ = region.get::<RawRobustMutex>(&e.name);
+                    }
+                }
+                let _ = region.get::<RawRobustMutex>("alpha");
+                seg = region.into_segment();
+            }
+            Err(_) => {
+                failed += 1;
+                // The segment went with the failed region; map a fresh one.
+                seg = Segment::anonymous(3 * 4096).unwrap();
+            }
+        }
+    }
+    eprintln!("fuzz: {opened} opened, {failed} refused");
+    assert_eq!(opened + failed, cases);
+    assert!(
+        failed > 0 && opened > 0,
+        "the mutations should produce both outcomes"
+    );
+}
