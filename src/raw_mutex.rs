@@ -479,6 +479,45 @@ impl RawRobustMutex {
         MutexState::Unknown
     }
 
+    /// Does for a dead owner what the kernel's robust-list walk does at thread exit,
+    /// for the cases where that walk never happened (the owner held more than 2048
+    /// robust locks, its robust list was corrupt, or it died in a way the kernel did not
+    /// handle): if the lock word names a thread that is provably dead, the word becomes
+    /// `FUTEX_OWNER_DIED` (keeping the waiters bit) and one waiter is woken, so the next
+    /// locker gets [`Acquired::OwnerDied`] instead of hanging. Returns the dead TID it
+    /// released, or `None` (free, owner alive or unknown, or the word changed meanwhile).
+    ///
+    /// A thread id reused by a new, live thread reads as alive, so a live owner is never
+    /// robbed; the check-then-CAS is safe because the CAS fails if the word changed.
+    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    pub fn release_dead_owner(&self) -> Option<u32> {
+        self.inner.with_mut(|m| {
+            // SAFETY: glibc's `__lock` (offset 0 of the mapped, aligned mutex) is only
+            // ever accessed atomically, by glibc and by the kernel.
+            let word = unsafe { crate::sync::foreign_atomic_u32(m.cast::<u32>()) };
+            // Relaxed: the CAS below decides; this load only picks its expected value.
+            let seen = word.load(crate::sync::Ordering::Relaxed);
+            let tid = seen & FUTEX_TID_MASK;
+            if tid == 0 || process::thread_liveness(tid) != Liveness::Dead {
+                return None;
+            }
+            let died = (seen & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+            // SeqCst: the kernel's handle_futex_death uses a full-barrier cmpxchg; the
+            // dead owner wrote nothing we could order against.
+            word.compare_exchange(
+                seen,
+                died,
+                crate::sync::Ordering::SeqCst,
+                crate::sync::Ordering::Relaxed,
+            )
+            .ok()?;
+            if seen & FUTEX_WAITERS != 0 {
+                crate::futex::wake(word, 1);
+            }
+            Some(tid)
+        })
+    }
+
     /// A model-checking constructor (loom builds only).
     #[cfg(shmsync_loom)]
     pub fn new() -> RawRobustMutex {
