@@ -20,6 +20,7 @@ compile_error!(
 pub mod error;
 pub mod futex;
 pub mod header;
+pub mod inspect;
 pub mod process;
 pub mod raw_mutex;
 pub mod region;

@@ -304,6 +304,10 @@ pub struct RegionOptions {
     pub capacity: u32,
     /// How long to wait for another process's initialization or table append.
     pub wait: Duration,
+    /// Whether opening an uninitialized region initializes it (or takes over a dead
+    /// initializer). Off for observers such as the `shmsync` tool, which must not write:
+    /// they get [`Error::Uninitialized`] after waiting `wait` for an initializer.
+    pub initialize: bool,
 }
 
 impl Default for RegionOptions {
@@ -311,6 +315,7 @@ impl Default for RegionOptions {
         RegionOptions {
             capacity: DEFAULT_CAPACITY,
             wait: DEFAULT_WAIT,
+            initialize: true,
         }
     }
 }
@@ -460,12 +465,19 @@ impl Region {
                 Err(Error::Uninitialized { .. }) => {}
                 Err(e) => return Err(e),
             }
-            if let Some(claimed) = self.try_claim()? {
-                let result = self.initialize(opts.capacity);
-                claimed.release();
-                return result;
+            if opts.initialize {
+                if let Some(claimed) = self.try_claim()? {
+                    let result = self.initialize(opts.capacity);
+                    claimed.release();
+                    return result;
+                }
             }
             if deadline.has_passed() {
+                if !opts.initialize {
+                    return Err(Error::Uninitialized {
+                        expected: Kind::Region,
+                    });
+                }
                 return Err(Error::TimedOut(
                     "another process is still initializing the region",
                 ));

@@ -1,0 +1,301 @@
+//! Reading and recovering a region from outside: the logic behind `shmsync inspect` and
+//! `shmsync recover`, in the library so that tests (and the chaos harness's hang
+//! reports) print exactly what the tool prints.
+//!
+//! Inspection never takes a lock and never writes. Recovery only takes from processes
+//! proven dead ([`Liveness::Dead`]); an owner whose liveness is unknown is left alone.
+
+use core::fmt;
+
+use crate::error::Result;
+use crate::header::Kind;
+use crate::process::Liveness;
+use crate::raw_mutex::{MutexState, RawRobustMutex};
+use crate::region::{EntryInfo, Region};
+
+/// One object's state as read without locking.
+#[derive(Clone, Debug)]
+pub struct ObjectReport {
+    /// The table entry.
+    pub entry: EntryInfo,
+    /// A one-line human description of its state.
+    pub state: String,
+    /// Whether something here needs recovery (a dead holder, owner died, …).
+    pub needs_recovery: bool,
+    /// Kind-specific facts as key/value pairs (for `--json`).
+    pub facts: Vec<(&'static str, Fact)>,
+}
+
+/// A value in [`ObjectReport::facts`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fact {
+    /// A number.
+    Int(i64),
+    /// A flag.
+    Bool(bool),
+    /// Text.
+    Text(String),
+    /// A list of records (e.g. leases).
+    List(Vec<Vec<(&'static str, Fact)>>),
+}
+
+/// The whole region as read without locking.
+#[derive(Clone, Debug)]
+pub struct RegionReport {
+    /// Where it is, if named.
+    pub location: Option<String>,
+    /// Mapped size.
+    pub size: u64,
+    /// Published objects / table capacity.
+    pub objects: u32,
+    /// Table capacity.
+    pub capacity: u32,
+    /// First free data byte.
+    pub used: u64,
+    /// Creator's pid and liveness.
+    pub creator_pid: u32,
+    /// Creator liveness.
+    pub creator: Liveness,
+    /// A process holding the table claim (pid), and its liveness.
+    pub claim: Option<(u32, Liveness)>,
+    /// Every object.
+    pub reports: Vec<ObjectReport>,
+}
+
+impl RegionReport {
+    /// Whether anything in the region needs recovery.
+    pub fn needs_recovery(&self) -> bool {
+        self.claim.is_some_and(|(_, l)| l == Liveness::Dead)
+            || self.reports.iter().any(|r| r.needs_recovery)
+    }
+}
+
+/// A recovery step `recover` took (or, in a dry run, would take).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Action {
+    /// The object (or `"<region>"`).
+    pub object: String,
+    /// What was done.
+    pub what: String,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.what)
+    }
+}
+
+/// What `recover` may do beyond the always-safe steps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RecoverOptions {
+    /// Mark owner-died mutexes consistent *without* repairing their data (the data is
+    /// accepted as it is). Off by default: repair is the application's job.
+    pub mark_consistent: bool,
+    /// Only report what would be done.
+    pub dry_run: bool,
+}
+
+fn liveness_word(l: Liveness) -> &'static str {
+    match l {
+        Liveness::Alive => "alive",
+        Liveness::Dead => "dead",
+        Liveness::Unknown => "unknown",
+    }
+}
+
+/// Reads every object of `region` without locking anything.
+pub fn inspect(region: &Region) -> Result<RegionReport> {
+    let (objects, capacity, used, size) = region.usage();
+    let creator = region.creator();
+    let (claim_word, claim_liveness) = region.claim_holder();
+    let reports = region
+        .entries()?
+        .into_iter()
+        .map(|e| inspect_object(region, e))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RegionReport {
+        location: region.location().map(|l| l.to_string()),
+        size,
+        objects,
+        capacity,
+        used,
+        creator_pid: creator.pid,
+        creator: creator.liveness(),
+        claim: (claim_word != 0).then_some((claim_word as u32, claim_liveness)),
+        reports,
+    })
+}
+
+fn mutex_at<'r>(region: &'r Region, e: &EntryInfo) -> Result<&'r RawRobustMutex> {
+    check_fits::<RawRobustMutex>(e)?;
+    let ptr = region.object_ptr(e)?;
+    // SAFETY: the entry was validated by `Region::entries` (in bounds, aligned, no
+    // overlap, published READY); every mutex-kind object starts with a RawRobustMutex,
+    // whose header `attach` validates. The reference borrows the region.
+    unsafe { RawRobustMutex::attach(ptr.cast()) }
+}
+
+fn check_fits<T>(e: &EntryInfo) -> Result<()> {
+    if e.size < core::mem::size_of::<T>() as u64 || (e.align as usize) < core::mem::align_of::<T>()
+    {
+        return Err(crate::Error::Corrupt(format!(
+            "{} {:?} is too small or under-aligned for its kind",
+            e.kind, e.name
+        )));
+    }
+    Ok(())
+}
+
+/// Describes a mutex state; `needs_recovery` when a dead process is involved.
+pub fn describe_mutex(state: MutexState) -> (String, bool, Vec<(&'static str, Fact)>) {
+    let mut facts = vec![("state", Fact::Text(mutex_state_word(state).into()))];
+    let needs = match state {
+        MutexState::Locked {
+            owner_tid,
+            owner_pid,
+            owner,
+            waiters,
+            inconsistent,
+        } => {
+            facts.push(("owner_tid", Fact::Int(owner_tid.into())));
+            if let Some(pid) = owner_pid {
+                facts.push(("owner_pid", Fact::Int(pid.into())));
+            }
+            facts.push(("owner", Fact::Text(liveness_word(owner).into())));
+            facts.push(("waiters", Fact::Bool(waiters)));
+            facts.push(("inconsistent", Fact::Bool(inconsistent)));
+            owner == Liveness::Dead
+        }
+        MutexState::OwnerDied | MutexState::NotRecoverable => true,
+        MutexState::Free | MutexState::Unknown => false,
+    };
+    (state.to_string(), needs, facts)
+}
+
+fn mutex_state_word(state: MutexState) -> &'static str {
+    match state {
+        MutexState::Free => "free",
+        MutexState::Locked { .. } => "locked",
+        MutexState::OwnerDied => "owner_died",
+        MutexState::NotRecoverable => "not_recoverable",
+        MutexState::Unknown => "unknown",
+    }
+}
+
+fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
+    let (state, needs_recovery, facts) = match e.kind {
+        Kind::Mutex => describe_mutex(mutex_at(region, &e)?.state()),
+        other => (format!("{other} (no inspector)"), false, Vec::new()),
+    };
+    Ok(ObjectReport {
+        entry: e,
+        state,
+        needs_recovery,
+        facts,
+    })
+}
+
+/// Reclaims what dead processes left in `region`, returning each step taken.
+///
+/// Always: a table claim held by a dead process is freed; a mutex whose dead owner the
+/// kernel never marked is marked owner-died ([`RawRobustMutex::release_dead_owner`]).
+/// With [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked and marked
+/// consistent with their data as it is.
+pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Vec<Action>> {
+    let mut actions = Vec::new();
+    let act = |actions: &mut Vec<Action>, object: &str, what: String| {
+        actions.push(Action {
+            object: object.to_owned(),
+            what,
+        })
+    };
+    let (claim, liveness) = region.claim_holder();
+    if claim != 0 && liveness == Liveness::Dead {
+        let pid = claim as u32;
+        if opts.dry_run {
+            act(
+                &mut actions,
+                "<region>",
+                format!("would free the table claim of dead pid {pid}"),
+            );
+        } else if region.release_dead_claim().is_some() {
+            act(
+                &mut actions,
+                "<region>",
+                format!("freed the table claim of dead pid {pid}"),
+            );
+        }
+    }
+    for e in region.entries()? {
+        if e.kind == Kind::Mutex {
+            recover_mutex(mutex_at(region, &e)?, &e.name, opts, &mut actions);
+        }
+    }
+    Ok(actions)
+}
+
+fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: &mut Vec<Action>) {
+    let push = |actions: &mut Vec<Action>, what: String| {
+        actions.push(Action {
+            object: name.to_owned(),
+            what,
+        })
+    };
+    let mut state = m.state();
+    if let MutexState::Locked {
+        owner: Liveness::Dead,
+        owner_tid,
+        ..
+    } = state
+    {
+        if opts.dry_run {
+            push(
+                actions,
+                format!("would mark owner-died (dead tid {owner_tid} never released it)"),
+            );
+        } else if let Some(tid) = m.release_dead_owner() {
+            push(
+                actions,
+                format!("marked owner-died: dead tid {tid} never released it"),
+            );
+            state = m.state();
+        }
+    }
+    match state {
+        MutexState::OwnerDied if opts.mark_consistent && !opts.dry_run => {
+            match m.try_lock() {
+                Ok(crate::Acquired::OwnerDied) => {
+                    // SAFETY: this thread holds the lock (just acquired).
+                    let consistent = unsafe { m.make_consistent() }.is_ok();
+                    // SAFETY: this thread holds the lock.
+                    unsafe { m.unlock() };
+                    if consistent {
+                        push(actions, "marked consistent with its data as it was".into());
+                    }
+                }
+                Ok(crate::Acquired::Clean) => {
+                    // SAFETY: this thread holds the lock (just acquired).
+                    unsafe { m.unlock() };
+                }
+                Err(_) => {}
+            }
+        }
+        MutexState::OwnerDied => push(
+            actions,
+            if opts.dry_run && opts.mark_consistent {
+                "would mark consistent with its data as it is".into()
+            } else {
+                "owner died: left for the application to repair on its next lock \
+                 (--mark-consistent accepts the data as it is)"
+                    .into()
+            },
+        ),
+        MutexState::NotRecoverable => push(
+            actions,
+            "not recoverable: re-initialize it once no process uses it \
+             (RawRobustMutex::reinit)"
+                .into(),
+        ),
+        _ => {}
+    }
+}
