@@ -96,10 +96,8 @@ fn parent_exchange(seg: &Segment, child: &mut common::Child) {
         phase(base).load(Ordering::Acquire) == 2
     });
     // SAFETY: in bounds; the child wrote it before phase 2 and writes nothing more.
-    assert_eq!(
-        unsafe { std::slice::from_raw_parts(base.add(MSG_UP), 16) },
-        TO_PARENT
-    );
+    let answer = unsafe { std::slice::from_raw_parts(base.add(MSG_UP), 16) };
+    assert_eq!(answer, TO_PARENT);
     child.expect_success(common::WATCHDOG);
 }
 
@@ -152,10 +150,8 @@ fn file_round_trip() {
 fn inheritable_pair() -> (UnixStream, UnixStream) {
     let (ours, theirs) = UnixStream::pair().unwrap();
     // SAFETY: F_SETFD with 0 clears FD_CLOEXEC on a descriptor we own.
-    assert_eq!(
-        unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) },
-        0
-    );
+    let r = unsafe { libc::fcntl(theirs.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(r, 0);
     (ours, theirs)
 }
 
@@ -400,10 +396,8 @@ fn memfd_is_sealed_and_unsealed_or_odd_descriptors_are_refused() {
     // SAFETY: just created; nothing else owns it.
     let unsealed = unsafe { OwnedFd::from_raw_fd(raw) };
     // SAFETY: sizing a descriptor we own.
-    assert_eq!(
-        unsafe { libc::ftruncate(unsealed.as_raw_fd(), LEN as libc::off_t) },
-        0
-    );
+    let r = unsafe { libc::ftruncate(unsealed.as_raw_fd(), LEN as libc::off_t) };
+    assert_eq!(r, 0);
     assert!(matches!(
         Segment::from_memfd(unsealed),
         Err(Error::InvalidArgument(_))

@@ -209,7 +209,8 @@ impl Segment {
             let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let bytes = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    let bytes =
+                        ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
                     let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
                     for i in 0..bytes / core::mem::size_of::<libc::c_int>() {
                         fds.push(owned(data.add(i).read_unaligned()));

@@ -31,9 +31,9 @@
 //! use shmsync::Segment;
 //! let seg = Segment::anonymous(4096)?;
 //! let p = seg.as_ptr();
-//! // SAFETY: this doctest is single-threaded, so the child may do anything; it only
-//! // writes one byte of the shared mapping and `_exit`s.
+//! // SAFETY: this doctest is single-threaded, so the child may do anything.
 //! match unsafe { libc::fork() } {
+//!     // SAFETY: the mapping is 4096 bytes long; `_exit` skips the parent's destructors.
 //!     0 => unsafe {
 //!         p.write(b'!');
 //!         libc::_exit(0)
