@@ -4,7 +4,7 @@
 //! `PTHREAD_PROCESS_SHARED`, `PTHREAD_MUTEX_ROBUST` and `PTHREAD_MUTEX_ERRORCHECK`,
 //! behind an [`ObjectHeader`](crate::header::ObjectHeader)); this module adds the data
 //! and the guards. Every acquiring path (`lock`, `try_lock`, `lock_timeout`,
-//! `lock_deadline`) goes through one function, [`RobustMutex::acquired`], so an owner's
+//! `lock_deadline`) goes through one function (`RobustMutex::acquired`), so an owner's
 //! death is reported the same way whichever path saw it.
 
 use core::fmt;
