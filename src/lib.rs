@@ -17,19 +17,23 @@ compile_error!(
     "shmsync supports Linux only: it relies on shared futexes, robust pthread mutexes and /proc"
 );
 
+pub mod condvar;
 pub mod error;
 pub mod futex;
 pub mod header;
 pub mod inspect;
+pub mod mutex;
 pub mod process;
 pub mod raw_mutex;
 pub mod region;
 pub mod segment;
 pub(crate) mod sync;
 
+pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{Error, Result};
 pub use futex::Deadline;
 pub use header::Kind;
+pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
 pub use region::{Location, Region, Shared};

@@ -332,10 +332,42 @@ impl RawRobustMutex {
             if r == 0 {
                 return Ok(Acquired::Clean);
             }
+            #[cfg(target_env = "gnu")]
+            if r == libc::ENOTRECOVERABLE {
+                self.undo_glibc_trylock_leak();
+            }
             lock_result(r)
         }
         #[cfg(shmsync_loom)]
         self.inner.try_lock()
+    }
+
+    /// glibc's `pthread_mutex_trylock` on a not-recoverable robust mutex takes the lock
+    /// word (CAS 0 → our TID), sees `__owner == PTHREAD_MUTEX_NOTRECOVERABLE`, and
+    /// returns ENOTRECOVERABLE *without releasing the word*: it only unlocks
+    /// `if (oldval == id)`, but `oldval` is the CAS's old value, 0 (the code has read
+    /// so for many releases; seen here on glibc 2.36). The mutex would stay locked by this thread forever — and off its robust
+    /// list, so not even its death would free it; every later locker in every process
+    /// would hang. `pthread_mutex_lock` and the timed lock do release it. Undo the leak
+    /// exactly as glibc's `lll_unlock` would have.
+    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cold]
+    fn undo_glibc_trylock_leak(&self) {
+        // glibc's `int __lock` is the first word of `pthread_mutex_t`.
+        let word = self.inner.with_mut(|m| m.cast::<u32>());
+        // SAFETY: the word lies inside the mapped, 8-aligned mutex, which outlives this
+        // call; glibc (in every process) accesses it only with atomic instructions.
+        let lock = unsafe { crate::sync::foreign_atomic_u32(word) };
+        // Relaxed: only asks whether the word holds our TID, which only this thread can
+        // have written (by the trylock just now); a fixed glibc leaves something else.
+        if lock.load(crate::sync::Ordering::Relaxed) & FUTEX_TID_MASK != process::current_tid() {
+            return;
+        }
+        // Release: pairs with the Acquire CAS of the next locker, as in glibc's own
+        // unlock. A swap, not a store: a waiter may have set FUTEX_WAITERS meanwhile.
+        if lock.swap(0, crate::sync::Ordering::Release) & FUTEX_WAITERS != 0 {
+            crate::futex::wake(lock, 1);
+        }
     }
 
     /// Blocks until the lock is acquired or `deadline` (absolute, `CLOCK_MONOTONIC`)

@@ -243,17 +243,19 @@ pub(crate) unsafe fn peek_u32(ptr: *const u32) -> u32 {
         .load(core::sync::atomic::Ordering::Relaxed)
 }
 
-/// Borrows a 32-bit word that foreign (C) code also updates atomically — glibc's robust
-/// mutex lock word — as an atomic, for a compare-and-swap or a futex call on it.
+/// The 32-bit word at `ptr`, which foreign (C) code updates with atomic instructions
+/// (such as glibc's mutex lock word), as a std atomic: for the rare repair that must
+/// write such a word the way the C code itself would.
 ///
 /// # Safety
 ///
 /// Behavior is undefined if:
-/// - `ptr` is not valid for reads and writes of 4 bytes, 4-byte aligned, for `'a`;
-/// - any access to the word during `'a` is non-atomic.
+/// - `ptr` is not valid for reads and writes of 4 bytes, or not 4-byte aligned, for all
+///   of `'a`;
+/// - any access to the word during `'a` is not atomic.
 #[cfg(not(shmsync_loom))]
 #[inline]
 pub(crate) unsafe fn foreign_atomic_u32<'a>(ptr: *mut u32) -> &'a core::sync::atomic::AtomicU32 {
-    // SAFETY: the caller guarantees validity, alignment and atomic-only access.
+    // SAFETY: valid, aligned, and only accessed atomically for 'a (the caller's promise).
     unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr) }
 }

@@ -1,0 +1,330 @@
+//! [`Condvar`]: a process-shared condition variable for [`RobustMutex`](crate::RobustMutex), on a futex
+//! sequence word, that survives the death of its waiters.
+
+use core::fmt;
+use std::time::{Duration, Instant};
+
+use bytemuck::AnyBitPattern;
+
+#[cfg(not(shmsync_loom))]
+use crate::error::Result;
+use crate::futex::{Deadline, WaitOutcome};
+#[cfg(not(shmsync_loom))]
+use crate::header::check_placement;
+use crate::mutex::{LockError, MutexGuard};
+use crate::sync::{futex_impl as futex, AtomicU32, Ordering};
+
+/// A condition variable for a [`RobustMutex`](crate::RobustMutex), shared between processes.
+///
+/// It is one 32-bit sequence word (plus 4 reserved bytes): `wait` reads the sequence
+/// under the mutex, unlocks, and sleeps on a shared futex as long as the sequence still
+/// holds that value; `notify_*` bump the sequence and wake. The relock at the end of a
+/// wait is an ordinary lock, so a notifier (or anyone) that died holding the mutex is
+/// reported as [`LockError::OwnerDied`], with the guard.
+///
+/// # Waiter death
+///
+/// A waiter killed while waiting consumes no notification and leaves nothing to clean
+/// up. The sequence word is the only shared state and no waiter ever writes it; a
+/// sleeping waiter exists only as the kernel's futex queue entry, which the kernel
+/// removes when the task dies. A later `notify_one` therefore wakes a live waiter.
+/// (pthread's process-shared condvar keeps per-waiter counts in shared memory — glibc's
+/// `__wrefs` and group counters — that a killed waiter leaves behind.) A waiter that is
+/// killed *at the same moment* as a notification may be the one the kernel picked to
+/// wake; that is indistinguishable from a waiter that was woken and then died, which a
+/// protocol must handle anyway (e.g. by a consumer that re-notifies when it cannot
+/// finish, or by notifying all).
+///
+/// # Headerless
+///
+/// Unlike the mutex, a condvar carries no [`ObjectHeader`](crate::header::ObjectHeader):
+/// all-zero memory is a valid condvar with no waiters, and *every* value of the word is
+/// a valid state, so there is nothing a header could let [`attach`](Self::attach)
+/// refuse that would otherwise be unsafe, and it stays 8 bytes. Its kind is recorded by
+/// whoever lays it out (a region table).
+///
+/// # Rules
+///
+/// - Change the condition only while holding the mutex, then notify (during or after
+///   the critical section); the waiter must check the condition under the mutex before
+///   each wait (use [`wait_while`](Self::wait_while)). That is what makes a wakeup
+///   impossible to lose: the waiter reads the sequence while holding the mutex, so a
+///   notifier that changed the condition after that read bumps the sequence after it too,
+///   and the futex either sees the new value or is woken.
+/// - Waits may return spuriously, and `notify_one` may wake more than one waiter.
+/// - The sequence is 32 bits: a waiter that is descheduled between reading it and
+///   sleeping while exactly 2³² notifications happen would miss them (as std's futex
+///   condvar).
+///
+/// # Example
+///
+/// A forked child sets a flag under the mutex and notifies; the parent waits for it.
+///
+/// ```
+/// use shmsync::{Condvar, RobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh 4096-byte mapping nobody else uses yet, outliving `m` and `cv`;
+/// // the mutex takes the first 72 bytes and the condvar 8 bytes at offset 128.
+/// let (m, cv) = unsafe {
+///     (
+///         RobustMutex::<u32>::init_at(seg.as_ptr().cast(), 0)?,
+///         Condvar::init_at(seg.as_ptr().add(128).cast())?,
+///     )
+/// };
+///
+/// // SAFETY: the child only locks, writes plain data, notifies (a futex call), `_exit`s.
+/// let pid = unsafe { libc::fork() };
+/// if pid == 0 {
+///     if let Ok(mut ready) = m.lock() {
+///         *ready = 1;
+///     }
+///     cv.notify_one();
+///     // SAFETY: `_exit` is always safe.
+///     unsafe { libc::_exit(0) };
+/// }
+///
+/// let guard = m.lock().expect("lock");
+/// let guard = cv.wait_while(guard, |ready| *ready == 0).expect("relock");
+/// assert_eq!(*guard, 1);
+/// drop(guard);
+/// // SAFETY: reaping our own child.
+/// unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+/// # Ok::<(), shmsync::Error>(())
+/// ```
+#[repr(C)]
+pub struct Condvar {
+    /// Bumped by every notification; the futex word waiters sleep on.
+    seq: AtomicU32,
+    /// Reserved (zero), so that the condvar is 8 bytes on every target and a later
+    /// version may keep a waiter count here without changing the size.
+    _reserved: u32,
+}
+
+#[cfg(not(shmsync_loom))]
+static_assertions::assert_eq_size!(Condvar, [u8; 8]);
+#[cfg(not(shmsync_loom))]
+static_assertions::const_assert_eq!(core::mem::align_of::<Condvar>(), 4);
+
+/// Whether a timed wait ended because its time ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitTimeoutResult(bool);
+
+impl WaitTimeoutResult {
+    /// True if the wait ended because the timeout or deadline passed (the lock is held
+    /// again either way).
+    pub fn timed_out(&self) -> bool {
+        self.0
+    }
+}
+
+impl Default for Condvar {
+    fn default() -> Self {
+        Condvar::new()
+    }
+}
+
+impl Condvar {
+    /// A condvar with no waiters (sequence 0), e.g. to write into memory as part of a
+    /// larger initial value, or for in-process and loom use.
+    pub fn new() -> Condvar {
+        Condvar {
+            seq: AtomicU32::new(0),
+            _reserved: 0,
+        }
+    }
+
+    /// Places a new condvar (sequence 0) at `ptr`.
+    ///
+    /// Zero-filled memory (a fresh segment) already is a valid condvar, so this is only
+    /// needed for memory that held something else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`](crate::Error::Misaligned) for a null or misaligned `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr` is not valid for reads and writes of 8 bytes for all of `'a`, in memory
+    ///   that stays mapped for `'a`;
+    /// - any other thread or process accesses those bytes while `init_at` runs.
+    #[cfg(not(shmsync_loom))]
+    pub unsafe fn init_at<'a>(ptr: *mut Condvar) -> Result<&'a Condvar> {
+        check_placement(ptr)?;
+        // SAFETY: non-null and aligned (checked), valid for writes and not accessed by
+        // anyone else (the caller's promise).
+        unsafe { ptr.write(Condvar::new()) };
+        // SAFETY: initialized just now; valid for 'a (the caller's promise).
+        Ok(unsafe { &*ptr })
+    }
+
+    /// Uses the condvar at `ptr` (placed by [`init_at`](Self::init_at) or zero-filled
+    /// memory). Every bit pattern is a valid condvar, so only the placement is checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`](crate::Error::Misaligned) for a null or misaligned `ptr`.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr` is not valid for reads and writes of 8 bytes for all of `'a`, in shared
+    ///   memory that stays mapped for `'a`;
+    /// - those bytes are accessed for 'a other than as a `Condvar` (atomically).
+    #[cfg(not(shmsync_loom))]
+    pub unsafe fn attach<'a>(ptr: *const Condvar) -> Result<&'a Condvar> {
+        check_placement(ptr)?;
+        // SAFETY: non-null and aligned (checked); valid for 'a (the caller's promise);
+        // every bit pattern is a valid `Condvar` (a u32 sequence and reserved bytes).
+        Ok(unsafe { &*ptr })
+    }
+
+    /// Unlocks the guard's mutex, sleeps until notified, and locks it again.
+    ///
+    /// May return spuriously: call it in a loop that re-checks the condition, or use
+    /// [`wait_while`](Self::wait_while).
+    ///
+    /// # Errors
+    ///
+    /// The relock's errors: [`LockError::OwnerDied`] (the lock is held; someone died
+    /// holding it while this thread slept), [`LockError::NotRecoverable`], or
+    /// [`LockError::Os`] (also if the unlock failed, which only happens for a guard
+    /// inherited across `fork`).
+    pub fn wait<'a, T: AnyBitPattern>(
+        &self,
+        guard: MutexGuard<'a, T>,
+    ) -> core::result::Result<MutexGuard<'a, T>, LockError<'a, T>> {
+        self.wait_until(guard, None).map(|(g, _)| g)
+    }
+
+    /// As [`wait`](Self::wait), but gives up waiting after `timeout` (then relocks,
+    /// without a time limit, like std's).
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait). An `OwnerDied` relock does not say whether the wait
+    /// timed out: re-check the condition after the repair.
+    pub fn wait_timeout<'a, T: AnyBitPattern>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: Duration,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        self.wait_until(guard, Some(Deadline::after(timeout)))
+    }
+
+    /// As [`wait`](Self::wait), but gives up waiting at `deadline` (`CLOCK_MONOTONIC`);
+    /// a deadline already past returns at once with `timed_out() == true`.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_timeout`](Self::wait_timeout).
+    pub fn wait_deadline<'a, T: AnyBitPattern>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Instant,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        self.wait_until(guard, Some(Deadline::from_instant(deadline)))
+    }
+
+    /// Waits while `condition` returns true (checked under the lock before every wait),
+    /// and returns the guard once it returns false.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Self::wait); an `OwnerDied` relock is returned at once, before the
+    /// condition is checked again.
+    pub fn wait_while<'a, T: AnyBitPattern>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        mut condition: impl FnMut(&mut T) -> bool,
+    ) -> core::result::Result<MutexGuard<'a, T>, LockError<'a, T>> {
+        while condition(&mut *guard) {
+            guard = self.wait(guard)?;
+        }
+        Ok(guard)
+    }
+
+    /// Waits while `condition` returns true, for at most `timeout`. `timed_out()` is
+    /// true only if the condition still held when time ran out.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_while`](Self::wait_while).
+    pub fn wait_timeout_while<'a, T: AnyBitPattern>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        timeout: Duration,
+        mut condition: impl FnMut(&mut T) -> bool,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            if !condition(&mut *guard) {
+                return Ok((guard, WaitTimeoutResult(false)));
+            }
+            if deadline.has_passed() {
+                return Ok((guard, WaitTimeoutResult(true)));
+            }
+            guard = self.wait_until(guard, Some(deadline))?.0;
+        }
+    }
+
+    /// Wakes at least one waiter, if any waits (in any process).
+    pub fn notify_one(&self) {
+        self.bump();
+        futex::wake(&self.seq, 1);
+    }
+
+    /// Wakes every waiter (in any process).
+    pub fn notify_all(&self) {
+        self.bump();
+        futex::wake(&self.seq, i32::MAX as u32);
+    }
+
+    #[inline]
+    fn bump(&self) {
+        // Relaxed: the sequence carries no data. What the woken waiter reads is ordered
+        // by the mutex (the condition is changed under it). The only requirement is
+        // that a waiter which read the old value either sees this new one in the
+        // futex's comparison or is already queued and woken by the wake below; the
+        // kernel's futex code provides that with full barriers on both sides (and
+        // coherence orders this increment after any read of the sequence made by a
+        // waiter before it released the mutex that this notifier acquired since).
+        self.seq.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The protocol: read the sequence (holding the lock), unlock, sleep while the
+    /// sequence is unchanged, relock.
+    fn wait_until<'a, T: AnyBitPattern>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<Deadline>,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        // Relaxed: read while holding the mutex. A notifier that changes the condition
+        // after this read does so after acquiring the mutex we release below, so its
+        // bump is ordered after this read (happens-before + coherence) and the futex
+        // comparison sees it, or it wakes us. A bump before this read needs no
+        // visibility: its condition change is already visible under the mutex, and the
+        // caller re-checks the condition after every return.
+        let seq = self.seq.load(Ordering::Relaxed);
+        let (mutex, r) = guard.unlock_checked();
+        if r != 0 {
+            // Not our lock (a guard inherited across fork): it is still held by its
+            // owner, so sleeping and relocking would be wrong.
+            return Err(LockError::Os(r));
+        }
+        let outcome = futex::wait(&self.seq, seq, deadline);
+        // An ordinary blocking lock, so `OwnerDied` passes through with its guard.
+        let guard = mutex.lock()?;
+        Ok((guard, WaitTimeoutResult(outcome == WaitOutcome::TimedOut)))
+    }
+}
+
+impl fmt::Debug for Condvar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Relaxed: a diagnostic snapshot.
+        f.debug_struct("Condvar")
+            .field("seq", &self.seq.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}

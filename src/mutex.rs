@@ -1,0 +1,550 @@
+//! [`RobustMutex<T>`]: a robust, process-shared mutex with data, and its guards.
+//!
+//! The lock is a [`RawRobustMutex`] (glibc's `pthread_mutex_t` with
+//! `PTHREAD_PROCESS_SHARED`, `PTHREAD_MUTEX_ROBUST` and `PTHREAD_MUTEX_ERRORCHECK`,
+//! behind an [`ObjectHeader`](crate::header::ObjectHeader)); this module adds the data
+//! and the guards. Every acquiring path (`lock`, `try_lock`, `lock_timeout`,
+//! `lock_deadline`) goes through one function (`RobustMutex::acquired`), so an owner's
+//! death is reported the same way whichever path saw it.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
+
+use bytemuck::AnyBitPattern;
+
+#[cfg(not(shmsync_loom))]
+use crate::error::Result;
+use crate::futex::Deadline;
+#[cfg(not(shmsync_loom))]
+use crate::header::check_placement;
+use crate::raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+use crate::sync::UnsafeCell;
+
+/// A mutex that lives in shared memory, protects a `T`, and survives the death of its
+/// holder.
+///
+/// Any process that maps the segment can lock it, at whatever address it mapped it.
+/// When a process (or thread) dies holding the lock, the kernel marks the mutex
+/// owner-died and the next locker — in any process, through any acquiring method — gets
+/// [`LockError::OwnerDied`], which *holds the lock* and gives `&mut T` so the caller can
+/// repair what the dead owner left half-written, then
+/// [`make_consistent`](OwnerDiedGuard::make_consistent) to carry on normally. An
+/// `OwnerDiedGuard` dropped without that leaves the mutex permanently
+/// [`NotRecoverable`](LockError::NotRecoverable) (pthread semantics) until
+/// [`reinit`](RobustMutex::reinit) under exclusive access.
+///
+/// `T: AnyBitPattern`: a holder may die halfway through writing the data, so every bit
+/// pattern must be a valid `T` and no `Drop` may be owed.
+///
+/// # Layout
+///
+/// `#[repr(C)]`: the 64-byte [`RawRobustMutex`] (header + `pthread_mutex_t`) first, then
+/// the `T`. For `align_of::<T>() <= 64` the size is `64 + size_of::<T>()` rounded up to
+/// the struct's alignment (at least 8), e.g. 72 bytes for a `u64` (pinned by
+/// `tests/layout_mutex.rs`). All-zero memory is *not* a mutex: [`attach`](Self::attach)
+/// refuses it.
+///
+/// # Example
+///
+/// A child process dies holding the lock; the parent repairs the data and carries on.
+/// (The forked child only locks and touches plain data, which is async-signal-safe.)
+///
+/// ```
+/// use shmsync::{LockError, RobustMutex, Segment};
+///
+/// #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+/// #[repr(C)]
+/// struct Account { balance: u64, pending: u64 }
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, page-aligned 4096-byte mapping that nobody else uses yet and that
+/// // outlives `m`.
+/// let m = unsafe {
+///     RobustMutex::init_at(seg.as_ptr().cast(), Account { balance: 100, pending: 0 })?
+/// };
+///
+/// // SAFETY: the child only locks, writes plain data and `_exit`s.
+/// let pid = unsafe { libc::fork() };
+/// if pid == 0 {
+///     if let Ok(mut acct) = m.lock() {
+///         acct.pending = 50; // ... and dies before moving it into `balance`.
+///         std::mem::forget(acct);
+///     }
+///     // SAFETY: `_exit` is always safe; the kernel marks the mutex owner-died.
+///     unsafe { libc::_exit(0) };
+/// }
+/// // SAFETY: reaping our own child.
+/// unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+///
+/// let acct = match m.lock() {
+///     Ok(acct) => acct,
+///     Err(LockError::OwnerDied(mut acct)) => {
+///         // We hold the lock; finish (or roll back) what the dead owner started.
+///         acct.balance += acct.pending;
+///         acct.pending = 0;
+///         acct.make_consistent()
+///     }
+///     Err(e) => panic!("{e}"),
+/// };
+/// assert_eq!(acct.balance, 150);
+/// drop(acct);
+/// assert!(m.lock().is_ok());
+/// # Ok::<(), shmsync::Error>(())
+/// ```
+///
+/// # Limits
+///
+/// Robustness is the kernel's robust-list walk at thread exit; its limits are these:
+///
+/// - **exec while holding** counts as death: the next locker gets `OwnerDied` (the
+///   kernel walks the list when the old address space goes away).
+/// - **A fork child does not own its parent's locks.** A guard copied into a child by
+///   `fork` does not hold anything there; the child must `mem::forget` it and never
+///   touch the data through it (the parent may still be writing). Its drop would only
+///   fail (`EPERM`, ignored) and leave the parent's lock as it was.
+/// - **More than 2048 robust locks held by one thread** (the kernel's
+///   `ROBUST_LIST_LIMIT`) are not all recovered: the walk stops there, and the rest stay
+///   locked by a dead thread forever.
+/// - **Do not map one segment twice in one process while holding its locks.** Each
+///   held mutex is linked into the thread's robust list by its address in this process;
+///   if the mapping it was locked through is unmapped while the lock is held, the
+///   kernel's walk meets unmapped (or reused) memory and stops, so that lock — and every
+///   one listed after it — is never marked owner-died. Guards borrow the mutex, which
+///   borrows the mapping, so the one mapping a guard came from cannot be dropped while
+///   it is held; a second mapping of the same memory is outside what the borrow sees.
+/// - **PID namespaces**: robust mutexes record thread ids, which mean different threads
+///   in different pid namespaces. [`attach`](Self::attach) refuses a mutex created in
+///   another pid namespace with [`Error::PidNamespaceMismatch`](crate::Error).
+#[repr(C)]
+pub struct RobustMutex<T: AnyBitPattern> {
+    raw: RawRobustMutex,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the data is reached only through guards, and a guard exists only while its
+// thread holds the lock, so at most one thread (in any process) accesses `T` at a time;
+// `T: Send` because the data written by one thread is read by another.
+unsafe impl<T: AnyBitPattern + Send> Sync for RobustMutex<T> {}
+// SAFETY: the mutex has no thread affinity until locked (ownership is the TID in the lock
+// word, not the Rust value), and `T: Send`.
+unsafe impl<T: AnyBitPattern + Send> Send for RobustMutex<T> {}
+
+impl<T: AnyBitPattern> RobustMutex<T> {
+    /// Places a new, unlocked mutex holding `value` at `ptr` and returns a reference to
+    /// it.
+    ///
+    /// The data is written before the header is published (Release), so a process that
+    /// [`attach`](Self::attach)es after that sees `value`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`](crate::Error::Misaligned) for a null or misaligned `ptr`;
+    /// [`Error::Os`](crate::Error::Os) if a pthread initialization call fails.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr` is not valid for reads and writes of `size_of::<RobustMutex<T>>()` bytes
+    ///   for all of `'a`, in memory that stays mapped (and is not mapped a second time
+    ///   in this process while locks in it are held) for `'a`;
+    /// - any other thread or process accesses those bytes while `init_at` runs, or any
+    ///   process still uses an earlier object there.
+    #[cfg(not(shmsync_loom))]
+    pub unsafe fn init_at<'a>(ptr: *mut RobustMutex<T>, value: T) -> Result<&'a RobustMutex<T>> {
+        check_placement(ptr)?;
+        // SAFETY: `ptr` is non-null and aligned (checked), valid for writes and not
+        // accessed by anyone else (the caller's promise); the data goes in before the
+        // raw mutex publishes the header.
+        unsafe { core::ptr::addr_of_mut!((*ptr).data).write(UnsafeCell::new(value)) };
+        // SAFETY: as above; the raw mutex is the first field, inside the same bytes.
+        unsafe { RawRobustMutex::init_at(core::ptr::addr_of_mut!((*ptr).raw)) }?;
+        // SAFETY: every field is now initialized; valid for 'a (the caller's promise).
+        Ok(unsafe { &*ptr })
+    }
+
+    /// Validates the mutex another process placed at `ptr` and returns a reference to
+    /// it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`](crate::Error::Misaligned) for a null or misaligned `ptr`,
+    /// [`Error::Uninitialized`](crate::Error::Uninitialized) on zeroed memory or a mutex
+    /// still being initialized, [`Error::BadMagic`](crate::Error::BadMagic) /
+    /// [`Error::WrongKind`](crate::Error::WrongKind) on foreign memory,
+    /// [`Error::FormatMismatch`](crate::Error::FormatMismatch) on a mutex written by an
+    /// incompatible build, and
+    /// [`Error::PidNamespaceMismatch`](crate::Error::PidNamespaceMismatch) when its
+    /// creator ran in another pid namespace.
+    ///
+    /// The header does not record `T`: that the bytes after it are a `T` is the
+    /// caller's knowledge (a region's object table checks it by type layout id).
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr` is not valid for reads and writes of `size_of::<RobustMutex<T>>()` bytes
+    ///   for all of `'a`, in shared memory that stays mapped (and is not mapped a second
+    ///   time in this process while locks in it are held) for `'a`;
+    /// - the bytes at `ptr` are being initialized by `init_at` concurrently;
+    /// - the object at `ptr` was created as a `RobustMutex<U>` with a `U` of another
+    ///   size or alignment than `T`.
+    #[cfg(not(shmsync_loom))]
+    pub unsafe fn attach<'a>(ptr: *const RobustMutex<T>) -> Result<&'a RobustMutex<T>> {
+        check_placement(ptr)?;
+        // SAFETY: aligned (checked) and valid for 'a (the caller's promise); the raw
+        // mutex is the first field.
+        unsafe { RawRobustMutex::attach(core::ptr::addr_of!((*ptr).raw)) }?;
+        // SAFETY: the header is READY (validated with Acquire), so the data written
+        // before its publication is initialized and visible; valid for 'a.
+        Ok(unsafe { &*ptr })
+    }
+
+    /// A mutex holding `value`, for loom models (loom builds only: loom's atomics cannot
+    /// be placed in raw shared memory).
+    #[cfg(shmsync_loom)]
+    pub fn new(value: T) -> RobustMutex<T> {
+        RobustMutex {
+            raw: RawRobustMutex::new(),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Blocks until the lock is acquired.
+    ///
+    /// # Errors
+    ///
+    /// [`LockError::OwnerDied`] (the lock **is** held: repair, then
+    /// [`make_consistent`](OwnerDiedGuard::make_consistent)),
+    /// [`LockError::Deadlock`] if this thread already holds it,
+    /// [`LockError::NotRecoverable`], or [`LockError::Os`].
+    #[inline]
+    pub fn lock(&self) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
+        self.acquired(self.raw.lock())
+    }
+
+    /// Acquires the lock if nobody holds it now.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock), plus [`LockError::WouldBlock`] if another thread holds
+    /// it. A lock whose owner died is free to take: that gives `OwnerDied`.
+    #[inline]
+    pub fn try_lock(&self) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
+        self.acquired(self.raw.try_lock())
+    }
+
+    /// Blocks until the lock is acquired or `timeout` has passed (measured on
+    /// `CLOCK_MONOTONIC`, converted once to an absolute deadline).
+    ///
+    /// A zero timeout behaves like [`try_lock`](Self::try_lock) except that a held lock
+    /// reports [`LockError::TimedOut`].
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock), plus [`LockError::TimedOut`].
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
+        self.acquired(self.raw.lock_deadline(Deadline::after(timeout)))
+    }
+
+    /// Blocks until the lock is acquired or `deadline` (an `Instant`, i.e.
+    /// `CLOCK_MONOTONIC`) passes. A free lock is acquired even if the deadline has
+    /// passed; a held one with a past deadline gives [`LockError::TimedOut`] at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock), plus [`LockError::TimedOut`].
+    pub fn lock_deadline(&self, deadline: Instant) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
+        self.acquired(self.raw.lock_deadline(Deadline::from_instant(deadline)))
+    }
+
+    /// The one place a raw acquisition becomes a guard or an error, for every acquiring
+    /// path: `EOWNERDEAD` is handled identically whichever call saw it.
+    #[inline]
+    fn acquired(
+        &self,
+        r: core::result::Result<Acquired, RawLockError>,
+    ) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
+        match r {
+            Ok(Acquired::Clean) => Ok(MutexGuard::new(self)),
+            Ok(Acquired::OwnerDied) => Err(LockError::OwnerDied(OwnerDiedGuard::new(self))),
+            Err(e) => Err(LockError::from_raw(e)),
+        }
+    }
+
+    /// Re-initializes the lock (unlocked, consistent) to bring back a mutex that is
+    /// [`MutexState::NotRecoverable`]. The data is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`](crate::Error::Os) if a pthread initialization call fails.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - any thread in any process holds the lock, is blocked in or entering a lock call
+    ///   on it, or will unlock it — the caller must have exclusive access (for instance,
+    ///   every other process that used the mutex is known to be gone, or they all wait
+    ///   on something else the caller controls).
+    #[cfg(not(shmsync_loom))]
+    pub unsafe fn reinit(&self) -> Result<()> {
+        // SAFETY: exclusive access (the caller's promise).
+        unsafe { self.raw.reinit() }
+    }
+
+    /// The lock's state, read without taking it (a snapshot that may be stale at once).
+    pub fn state(&self) -> MutexState {
+        self.raw.state()
+    }
+
+    /// The raw lock, for crates that embed this mutex in their own protocols (e.g. to
+    /// read its header). Locking it directly bypasses the guards: its `unsafe` methods
+    /// say what the caller then owes.
+    pub fn raw(&self) -> &RawRobustMutex {
+        &self.raw
+    }
+}
+
+impl<T: AnyBitPattern> fmt::Debug for RobustMutex<T> {
+    /// Shows the lock's state without taking the lock (the data is not shown: reading
+    /// it would need the lock).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RobustMutex")
+            .field("state", &self.raw.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Proof that this thread holds a [`RobustMutex`]; gives access to the data and
+/// unlocks on drop.
+///
+/// `!Send` (a pthread mutex must be unlocked by the thread that locked it), and it
+/// borrows the mutex, which borrows the mapping: the segment cannot be unmapped while
+/// the lock is held (the kernel's robust-list walk would then meet unmapped memory).
+#[must_use = "if unused the mutex unlocks at once"]
+pub struct MutexGuard<'a, T: AnyBitPattern> {
+    pub(crate) mutex: &'a RobustMutex<T>,
+    /// `!Send`: unlocking belongs to the locking thread.
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: a `&MutexGuard` only gives `&T`, which is fine to share when `T: Sync`.
+unsafe impl<T: AnyBitPattern + Sync> Sync for MutexGuard<'_, T> {}
+
+impl<'a, T: AnyBitPattern> MutexGuard<'a, T> {
+    /// A guard for a lock the calling thread has just acquired.
+    #[inline]
+    fn new(mutex: &'a RobustMutex<T>) -> MutexGuard<'a, T> {
+        MutexGuard {
+            mutex,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The mutex this guard holds (an associated function, so that it never shadows a
+    /// method of `T`).
+    pub fn mutex(this: &MutexGuard<'a, T>) -> &'a RobustMutex<T> {
+        this.mutex
+    }
+
+    /// Unlocks, and returns the mutex and pthread's result (0 on success). For the
+    /// condition variable, which must see an unlock failure instead of ignoring it.
+    #[inline]
+    pub(crate) fn unlock_checked(self) -> (&'a RobustMutex<T>, i32) {
+        let mutex = self.mutex;
+        core::mem::forget(self);
+        // SAFETY: the guard proved that this thread holds the lock, and it is consumed,
+        // so no reference to the data it handed out outlives the unlock.
+        let r = unsafe { mutex.raw.unlock() };
+        (mutex, r)
+    }
+}
+
+impl<T: AnyBitPattern> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: this thread holds the lock for the guard's lifetime, so nobody writes
+        // the data while the returned borrow (tied to the guard) lives.
+        self.mutex.data.with(|p| unsafe { &*p })
+    }
+}
+
+impl<T: AnyBitPattern> DerefMut for MutexGuard<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: this thread holds the lock and the guard is borrowed mutably, so this
+        // is the only access to the data while the borrow lives.
+        self.mutex.data.with_mut(|p| unsafe { &mut *p })
+    }
+}
+
+impl<T: AnyBitPattern> Drop for MutexGuard<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the guard proves that this thread holds the lock; the data borrows it
+        // handed out have ended (they borrow the guard).
+        let r = unsafe { self.mutex.raw.unlock() };
+        // The only failure pthread reports is EPERM, "not the owner": that happens only
+        // for a guard copied into a fork child, where the lock still belongs to the
+        // parent's thread and must stay as it is. Nothing to do, and no panic in Drop.
+        let _ = r;
+    }
+}
+
+impl<T: AnyBitPattern + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MutexGuard").field("data", &**self).finish()
+    }
+}
+
+/// The lock of a [`RobustMutex`] whose previous owner died holding it: this thread
+/// holds the lock now, and the data may be half updated.
+///
+/// Repair the data through `DerefMut`, then call
+/// [`make_consistent`](Self::make_consistent) to get a normal [`MutexGuard`]. Dropped
+/// without that, the lock is released and the mutex becomes **not recoverable**: every
+/// later locker, in every process, gets [`LockError::NotRecoverable`] until
+/// [`RobustMutex::reinit`]. `!Send` and borrows the mutex, like [`MutexGuard`].
+#[must_use = "repair the data and call make_consistent(); dropping this makes the mutex not recoverable"]
+pub struct OwnerDiedGuard<'a, T: AnyBitPattern> {
+    mutex: &'a RobustMutex<T>,
+    _not_send: PhantomData<*const ()>,
+}
+
+// SAFETY: as for `MutexGuard`.
+unsafe impl<T: AnyBitPattern + Sync> Sync for OwnerDiedGuard<'_, T> {}
+
+impl<'a, T: AnyBitPattern> OwnerDiedGuard<'a, T> {
+    #[cold]
+    fn new(mutex: &'a RobustMutex<T>) -> OwnerDiedGuard<'a, T> {
+        OwnerDiedGuard {
+            mutex,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Declares the data repaired: the mutex is usable again after this guard's
+    /// unlock, and the returned guard is an ordinary one.
+    pub fn make_consistent(self) -> MutexGuard<'a, T> {
+        let mutex = self.mutex;
+        core::mem::forget(self);
+        // SAFETY: this thread holds the lock (it was acquired with EOWNERDEAD).
+        let r = unsafe { mutex.raw.make_consistent() };
+        // pthread_mutex_consistent fails only with EINVAL, for a mutex that is not
+        // robust (never: init_at makes it robust) or not inconsistent (then it already
+        // is consistent). Either way the lock is still held and an ordinary guard is
+        // the right thing to return; a recovery path must not panic.
+        let _ = r;
+        MutexGuard::new(mutex)
+    }
+
+    /// The mutex this guard holds.
+    pub fn mutex(this: &OwnerDiedGuard<'a, T>) -> &'a RobustMutex<T> {
+        this.mutex
+    }
+}
+
+impl<T: AnyBitPattern> Deref for OwnerDiedGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this thread holds the lock for the guard's lifetime.
+        self.mutex.data.with(|p| unsafe { &*p })
+    }
+}
+
+impl<T: AnyBitPattern> DerefMut for OwnerDiedGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: this thread holds the lock and the guard is borrowed mutably.
+        self.mutex.data.with_mut(|p| unsafe { &mut *p })
+    }
+}
+
+impl<T: AnyBitPattern> Drop for OwnerDiedGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this thread holds the lock. Unlocking an inconsistent robust mutex
+        // makes it not recoverable (pthread semantics) — the documented outcome.
+        let r = unsafe { self.mutex.raw.unlock() };
+        // EPERM only for a guard copied into a fork child (see `MutexGuard`'s Drop).
+        let _ = r;
+    }
+}
+
+impl<T: AnyBitPattern + fmt::Debug> fmt::Debug for OwnerDiedGuard<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnerDiedGuard")
+            .field("data", &**self)
+            .finish()
+    }
+}
+
+/// Why a lock call did not return a [`MutexGuard`].
+///
+/// Only [`OwnerDied`](LockError::OwnerDied) holds the lock; with every other variant
+/// the caller does not hold it.
+pub enum LockError<'a, T: AnyBitPattern> {
+    /// The previous owner died holding the lock. The guard **holds the lock**: repair
+    /// the data, then [`make_consistent`](OwnerDiedGuard::make_consistent).
+    OwnerDied(OwnerDiedGuard<'a, T>),
+    /// `try_lock`: another thread holds the lock.
+    WouldBlock,
+    /// The timeout or deadline passed first.
+    TimedOut,
+    /// The calling thread already holds the lock (the mutex is error-checking, so a
+    /// self-relock is reported instead of hanging).
+    Deadlock,
+    /// An owner died and its successor released the lock without `make_consistent`:
+    /// the mutex is unusable until [`RobustMutex::reinit`].
+    NotRecoverable,
+    /// Any other error number from pthread.
+    Os(i32),
+}
+
+impl<'a, T: AnyBitPattern> LockError<'a, T> {
+    #[cold]
+    fn from_raw(e: RawLockError) -> LockError<'a, T> {
+        match e {
+            RawLockError::WouldBlock => LockError::WouldBlock,
+            RawLockError::TimedOut => LockError::TimedOut,
+            RawLockError::Deadlock => LockError::Deadlock,
+            RawLockError::NotRecoverable => LockError::NotRecoverable,
+            RawLockError::Os(e) => LockError::Os(e),
+        }
+    }
+
+    /// Whether this is [`LockError::OwnerDied`] (the one variant that holds the lock).
+    pub fn is_owner_died(&self) -> bool {
+        matches!(self, LockError::OwnerDied(_))
+    }
+}
+
+impl<T: AnyBitPattern> fmt::Debug for LockError<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            LockError::WouldBlock => f.write_str("WouldBlock"),
+            LockError::TimedOut => f.write_str("TimedOut"),
+            LockError::Deadlock => f.write_str("Deadlock"),
+            LockError::NotRecoverable => f.write_str("NotRecoverable"),
+            LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+        }
+    }
+}
+
+impl<T: AnyBitPattern> fmt::Display for LockError<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => f.write_str(
+                "the previous owner died holding the mutex (the lock is held; repair the data and make it consistent)",
+            ),
+            LockError::WouldBlock => RawLockError::WouldBlock.fmt(f),
+            LockError::TimedOut => RawLockError::TimedOut.fmt(f),
+            LockError::Deadlock => RawLockError::Deadlock.fmt(f),
+            LockError::NotRecoverable => RawLockError::NotRecoverable.fmt(f),
+            LockError::Os(e) => RawLockError::Os(*e).fmt(f),
+        }
+    }
+}
+
+impl<T: AnyBitPattern> std::error::Error for LockError<'_, T> {}
