@@ -281,6 +281,12 @@ impl Condvar {
         futex::wake(&self.seq, i32::MAX as u32);
     }
 
+    /// The notification sequence (a diagnostic: it grows by one per notify).
+    pub fn sequence(&self) -> u32 {
+        // Relaxed: a diagnostic reading; nothing is read on the strength of it.
+        self.seq.load(Ordering::Relaxed)
+    }
+
     #[inline]
     fn bump(&self) {
         // Relaxed: the sequence carries no data. What the woken waiter reads is ordered

@@ -185,6 +185,15 @@ fn mutex_state_word(state: MutexState) -> &'static str {
 fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
     let (state, needs_recovery, facts) = match e.kind {
         Kind::Mutex => describe_mutex(mutex_at(region, &e)?.state()),
+        Kind::Condvar => {
+            let cv = region.get::<crate::Condvar>(&e.name)?;
+            let seq = cv.sequence();
+            (
+                format!("notification sequence {seq}"),
+                false,
+                vec![("sequence", Fact::Int(seq.into()))],
+            )
+        }
         other => (format!("{other} (no inspector)"), false, Vec::new()),
     };
     Ok(ObjectReport {

@@ -153,6 +153,41 @@ unsafe impl Shared for crate::RawRobustMutex {
     }
 }
 
+// SAFETY: `RobustMutex::init_at` places a full mutex (Kind::Mutex header first) and its
+// value; `attach` validates header, format and pid namespace; T is AnyBitPattern (no
+// pointers owed, any bytes valid).
+unsafe impl<T: bytemuck::AnyBitPattern + Send> Shared for crate::RobustMutex<T> {
+    const KIND: Kind = Kind::Mutex;
+    type Init = T;
+
+    unsafe fn init_at<'a>(ptr: *mut Self, init: T) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::RobustMutex::init_at(ptr, init) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::RobustMutex::attach(ptr) }
+    }
+}
+
+// SAFETY: a condvar is one sequence word (plus a reserved word) for which every bit
+// pattern is valid; `init_at` writes it whole; no pointers.
+unsafe impl Shared for crate::Condvar {
+    const KIND: Kind = Kind::Condvar;
+    type Init = ();
+
+    unsafe fn init_at<'a>(ptr: *mut Self, _init: ()) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::Condvar::init_at(ptr) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::Condvar::attach(ptr) }
+    }
+}
+
 /// A stable hash of a type's name, size and alignment (FNV-1a), recorded in the table
 /// so `get::<WrongType>` is an error. Type names come from `core::any::type_name`, which
 /// is the same for the same crate versions and compiler; processes built from different
