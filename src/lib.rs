@@ -21,6 +21,7 @@ pub mod header;
 pub mod process;
 pub mod raw_mutex;
 pub mod segment;
+pub mod seqlock;
 pub(crate) mod sync;
 
 pub use error::{Error, Result};
@@ -29,3 +30,4 @@ pub use header::Kind;
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
 pub use segment::Segment;
+pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};
