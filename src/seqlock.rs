@@ -54,9 +54,9 @@ use crate::futex::Deadline;
 use crate::header::check_placement;
 use crate::header::{Kind, ObjectHeader};
 use crate::raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
-use crate::sync::{atomic_load_words, atomic_store_words, fence, AtomicU64, Ordering};
 #[cfg(not(shmsync_loom))]
 use crate::sync::UnsafeCell;
+use crate::sync::{atomic_load_words, atomic_store_words, fence, AtomicU64, Ordering};
 
 /// `T`'s bytes capped at 8-byte alignment (`packed(8)`), so a copy never needs more than
 /// word alignment.
@@ -161,17 +161,14 @@ pub struct SeqLockState {
 }
 
 impl SeqLockState {
-    /// A writer died and left a torn unpublished copy (or an owner-died writer lock):
-    /// readers are unaffected, and the next writer (or [`SeqLock::repair`]) repairs it.
+    /// A writer died holding the writer lock (perhaps leaving a torn unpublished copy)
+    /// and nobody has repaired it yet: readers are unaffected, and the next writer (or
+    /// [`SeqLock::repair`]) repairs it.
     pub fn is_torn(&self) -> bool {
         match self.writer {
             MutexState::OwnerDied => true,
-            MutexState::Locked { owner, .. } => {
-                self.writing && owner == crate::process::Liveness::Dead
-            }
-            MutexState::Free | MutexState::NotRecoverable | MutexState::Unknown => {
-                self.writing
-            }
+            MutexState::Locked { owner, .. } => owner == crate::process::Liveness::Dead,
+            MutexState::Free | MutexState::NotRecoverable | MutexState::Unknown => self.writing,
         }
     }
 }
@@ -347,7 +344,9 @@ impl<T: AnyBitPattern> SeqLock<T> {
     /// [`Error::WrongKind`] or [`Error::FormatMismatch`] on foreign memory (including a
     /// seqlock created for a `T` of another size: field `"seqlock payload size"`), any
     /// error of [`RawRobustMutex::attach`] for its writer lock, and
-    /// [`Error::Misaligned`] for a null or misaligned `ptr`.
+    /// [`Error::Misaligned`] for a null or misaligned `ptr`. A seqlock created for
+    /// another `T` *of the same size* cannot be told apart: its bytes are then read as
+    /// this `T` (a logic error, not UB, since any bytes are a valid `T`).
     ///
     /// # Safety
     ///
@@ -356,10 +355,7 @@ impl<T: AnyBitPattern> SeqLock<T> {
     ///   all of `'a`, in shared memory that stays mapped (and is not remapped elsewhere
     ///   in this process) for `'a`;
     /// - the bytes at `ptr` are being initialized by `init_at` concurrently (a header in
-    ///   state READY is what makes attach safe; a `Region` guarantees this);
-    /// - the seqlock was created for a different `T` of the same size whose bit
-    ///   patterns the caller does not mean to reinterpret (any bytes are a valid `T`,
-    ///   so this is a logic error, not UB, but attach cannot detect it).
+    ///   state READY is what makes attach safe; a `Region` guarantees this).
     #[cfg(not(shmsync_loom))]
     pub unsafe fn attach<'a>(ptr: *const SeqLock<T>) -> Result<&'a SeqLock<T>> {
         check_placement(ptr)?;
@@ -453,8 +449,9 @@ impl<T: AnyBitPattern> SeqLock<T> {
     /// One attempt: the protocol's read side.
     #[inline]
     fn try_read_versioned(&self) -> Option<(T, u64)> {
-        // Acquire: pairs with the Release stores of `seq` in `publish_begin` /
-        // `publish_end`: the copy of version `c1 >> 1` was complete before either.
+        // Acquire: pairs with the Release stores of `seq` in `publish_begin` and in
+        // `write_locked` (the publishing store): the copy of version `c1 >> 1` was
+        // complete before either.
         let c1 = self.seq.load(Ordering::Acquire);
         let version = c1 >> 1;
         let mut buf = MaybeUninit::<Slot<T>>::uninit();
@@ -478,7 +475,7 @@ impl<T: AnyBitPattern> SeqLock<T> {
     /// changed since it last looked without copying it.
     #[inline]
     pub fn sequence(&self) -> u64 {
-        // Acquire: pairs with the Release store in `publish_end`, so a caller who sees
+        // Acquire: pairs with the publishing Release store in `write_locked`, so a caller who sees
         // a new version and then reads gets that version or a later one.
         self.seq.load(Ordering::Acquire) >> 1
     }
@@ -527,7 +524,12 @@ impl<T: AnyBitPattern> SeqLock<T> {
     fn load_copy(&self, version: u64, buf: &mut MaybeUninit<Slot<T>>) {
         // SAFETY: `buf` is a private, 8-aligned slot of `Slot::<T>::WORDS` words, the
         // length of every copy.
-        unsafe { atomic_load_words(&self.copies[(version & 1) as usize], buf.as_mut_ptr().cast()) };
+        unsafe {
+            atomic_load_words(
+                &self.copies[(version & 1) as usize],
+                buf.as_mut_ptr().cast(),
+            )
+        };
     }
 
     /// The first word of copy `version & 1`.
@@ -584,8 +586,10 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         // SAFETY: `ptr` is aligned (checked) and valid for writes, and nobody else
         // accesses it (caller's promise); the header and counter are written whole.
         unsafe {
-            core::ptr::addr_of_mut!((*ptr).header)
-                .write(ObjectHeader::initializing_with_aux(Kind::SeqLock, payload_size_tag::<T>()));
+            core::ptr::addr_of_mut!((*ptr).header).write(ObjectHeader::initializing_with_aux(
+                Kind::SeqLock,
+                payload_size_tag::<T>(),
+            ));
             core::ptr::addr_of_mut!((*ptr).seq).write(AtomicU64::new(0));
         }
         // SAFETY: the writer lock's bytes lie inside the object, valid, aligned (the
@@ -607,7 +611,11 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
     pub fn new(value: T) -> SeqLock<T> {
         let header = ObjectHeader::initializing_with_aux(Kind::SeqLock, payload_size_tag::<T>());
         header.publish();
-        let copy = || (0..Slot::<T>::WORDS).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
+        let copy = || {
+            (0..Slot::<T>::WORDS)
+                .map(|_| AtomicU64::new(0))
+                .collect::<Box<[_]>>()
+        };
         let this = SeqLock {
             header,
             seq: AtomicU64::new(0),
@@ -634,7 +642,10 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
     /// [`RawLockError::Deadlock`] when called from inside another `write` on the same
     /// lock).
     #[inline]
-    pub fn write(&self, f: impl FnOnce(&mut T)) -> core::result::Result<WriteOutcome, SeqLockError> {
+    pub fn write(
+        &self,
+        f: impl FnOnce(&mut T),
+    ) -> core::result::Result<WriteOutcome, SeqLockError> {
         let acquired = self.writer.lock()?;
         self.write_locked(acquired, |this, version| {
             let mut value = this.published(version);
@@ -797,7 +808,11 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         // SAFETY: `slot` is a private, 8-aligned, fully initialized slot of
         // `Slot::<T>::WORDS >= words` words.
         unsafe {
-            atomic_store_words(&self.copies[(version & 1) as usize], slot.as_ptr().cast(), words)
+            atomic_store_words(
+                &self.copies[(version & 1) as usize],
+                slot.as_ptr().cast(),
+                words,
+            )
         };
     }
 }

@@ -114,7 +114,10 @@ fn writer_dies_mid_write_and_next_writer_repairs() {
             })
         };
         dying.join().unwrap();
-        assert!(lock.state().writing, "the dead writer's write stays in progress");
+        assert!(
+            lock.state().writing,
+            "the dead writer's write stays in progress"
+        );
         // Readers are not stalled by the dead writer.
         assert_eq!(lock.try_read(), Some(all(1)));
         let outcome = lock.write(|v| v.iter_mut().for_each(|w| *w += 10)).unwrap();
