@@ -88,12 +88,15 @@ pub mod condvar;
 pub mod error;
 pub mod futex;
 pub mod header;
+#[cfg(not(shmsync_loom))]
 pub mod inspect;
 pub mod mutex;
 pub mod process;
 pub mod raw_mutex;
+#[cfg(not(shmsync_loom))]
 pub mod region;
 pub mod segment;
+pub mod seqlock;
 pub(crate) mod sync;
 
 pub use condvar::{Condvar, WaitTimeoutResult};
@@ -103,5 +106,7 @@ pub use header::Kind;
 pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+#[cfg(not(shmsync_loom))]
 pub use region::{Location, Region, Shared};
 pub use segment::Segment;
+pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};
