@@ -18,14 +18,18 @@ compile_error!(
 pub mod error;
 pub mod futex;
 pub mod header;
+pub mod leased;
 pub mod process;
 pub mod raw_mutex;
 pub mod segment;
+pub mod semaphore;
 pub(crate) mod sync;
 
 pub use error::{Error, Result};
 pub use futex::Deadline;
 pub use header::Kind;
+pub use leased::{LeaseInfo, LeasedSemaphore, Permit, Reclaimed};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
 pub use segment::Segment;
+pub use semaphore::{SemError, Semaphore};
