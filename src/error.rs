@@ -132,19 +132,28 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Os { op, target, source } if target.is_empty() => write!(f, "{op} failed: {source}"),
+            Error::Os { op, target, source } if target.is_empty() => {
+                write!(f, "{op} failed: {source}")
+            }
             Error::Os { op, target, source } => write!(f, "{op} on {target:?} failed: {source}"),
             Error::InvalidName { name, reason } => write!(f, "invalid name {name:?}: {reason}"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
             Error::Uninitialized { expected } => {
-                write!(f, "no initialized {expected} here (zeroed or initialization never finished)")
+                write!(
+                    f,
+                    "no initialized {expected} here (zeroed or initialization never finished)"
+                )
             }
             Error::BadMagic { found } => write!(f, "not a shmsync object: magic {found:#010x}"),
             Error::WrongKind { expected, found } => match Kind::from_raw(*found) {
                 Some(k) => write!(f, "expected a {expected}, found a {k}"),
                 None => write!(f, "expected a {expected}, found unknown kind {found}"),
             },
-            Error::FormatMismatch { field, expected, found } => write!(
+            Error::FormatMismatch {
+                field,
+                expected,
+                found,
+            } => write!(
                 f,
                 "format mismatch in {field}: this build has {expected}, the segment has {found}"
             ),

@@ -252,9 +252,15 @@ impl fmt::Debug for ObjectHeader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Relaxed loads: a diagnostic snapshot only.
         f.debug_struct("ObjectHeader")
-            .field("magic", &format_args!("{:#010x}", self.magic.load(Ordering::Relaxed)))
+            .field(
+                "magic",
+                &format_args!("{:#010x}", self.magic.load(Ordering::Relaxed)),
+            )
             .field("kind", &self.kind.load(Ordering::Relaxed))
-            .field("format", &format_args!("{:#018x}", self.format.load(Ordering::Relaxed)))
+            .field(
+                "format",
+                &format_args!("{:#018x}", self.format.load(Ordering::Relaxed)),
+            )
             .field("state", &self.state.load(Ordering::Relaxed))
             .finish()
     }
@@ -281,9 +287,16 @@ mod tests {
         assert!(check_format(FORMAT).is_ok());
         let other_mutex_size = (FORMAT & !(0xffff << 32)) | (24u64 << 32);
         match check_format(other_mutex_size) {
-            Err(Error::FormatMismatch { field, expected, found }) => {
+            Err(Error::FormatMismatch {
+                field,
+                expected,
+                found,
+            }) => {
                 assert_eq!(field, "size of pthread_mutex_t");
-                assert_eq!(expected, core::mem::size_of::<libc::pthread_mutex_t>() as u64);
+                assert_eq!(
+                    expected,
+                    core::mem::size_of::<libc::pthread_mutex_t>() as u64
+                );
                 assert_eq!(found, 24);
             }
             other => panic!("{other:?}"),
@@ -297,17 +310,29 @@ mod tests {
     #[test]
     fn validate_reports_each_failure() {
         let zero: ObjectHeader = bytemuck_zeroed();
-        assert!(matches!(zero.validate(Kind::Mutex), Err(Error::Uninitialized { .. })));
+        assert!(matches!(
+            zero.validate(Kind::Mutex),
+            Err(Error::Uninitialized { .. })
+        ));
         let h = ObjectHeader::initializing(Kind::Mutex);
-        assert!(matches!(h.validate(Kind::Mutex), Err(Error::Uninitialized { .. })));
+        assert!(matches!(
+            h.validate(Kind::Mutex),
+            Err(Error::Uninitialized { .. })
+        ));
         h.publish();
         assert!(h.validate(Kind::Mutex).is_ok());
         assert!(matches!(
             h.validate(Kind::SeqLock),
-            Err(Error::WrongKind { expected: Kind::SeqLock, found: 1 })
+            Err(Error::WrongKind {
+                expected: Kind::SeqLock,
+                found: 1
+            })
         ));
         h.magic.store(0xdead_beef, Ordering::Relaxed);
-        assert!(matches!(h.validate(Kind::Mutex), Err(Error::BadMagic { found: 0xdead_beef })));
+        assert!(matches!(
+            h.validate(Kind::Mutex),
+            Err(Error::BadMagic { found: 0xdead_beef })
+        ));
     }
 
     fn bytemuck_zeroed() -> ObjectHeader {

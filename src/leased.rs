@@ -268,7 +268,9 @@ impl<const SLOTS: usize> Table<'_, SLOTS> {
         // the old generation under the lock is ordered by the kernel (or the loom
         // model's queue lock) against the FUTEX_WAKE made after our unlock.
         let g = self.sem.generation.load(Ordering::Relaxed);
-        self.sem.generation.store(g.wrapping_add(1), Ordering::Relaxed);
+        self.sem
+            .generation
+            .store(g.wrapping_add(1), Ordering::Relaxed);
         if self.waiters() > 0 {
             self.wake = self.wake.max(n);
         }
@@ -318,20 +320,28 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     ) -> Result<&'a LeasedSemaphore<SLOTS>> {
         check_placement(ptr)?;
         if capacity > MAX_VALUE {
-            return Err(Error::InvalidArgument("leased semaphore capacity above i32::MAX"));
+            return Err(Error::InvalidArgument(
+                "leased semaphore capacity above i32::MAX",
+            ));
         }
         if SLOTS == 0 || SLOTS > u32::MAX as usize {
-            return Err(Error::InvalidArgument("lease table slot count out of range"));
+            return Err(Error::InvalidArgument(
+                "lease table slot count out of range",
+            ));
         }
         // SAFETY: `ptr` is aligned (checked) and valid for writes, and nobody else
         // accesses it (the caller's promise). Every field after the header and the mutex
         // is atomics whose all-zero bytes mean 0, so zero-filling them initializes them.
         unsafe {
-            core::ptr::addr_of_mut!((*ptr).header)
-                .write(ObjectHeader::initializing_with_aux(Kind::LeasedSemaphore, SLOTS as u32));
+            core::ptr::addr_of_mut!((*ptr).header).write(ObjectHeader::initializing_with_aux(
+                Kind::LeasedSemaphore,
+                SLOTS as u32,
+            ));
             RawRobustMutex::init_at(core::ptr::addr_of_mut!((*ptr).lock))?;
             let body = core::ptr::addr_of_mut!((*ptr).capacity).cast::<u8>();
-            let end = ptr.cast::<u8>().add(core::mem::size_of::<LeasedSemaphore<SLOTS>>());
+            let end = ptr
+                .cast::<u8>()
+                .add(core::mem::size_of::<LeasedSemaphore<SLOTS>>());
             body.write_bytes(0, end.offset_from(body) as usize);
         }
         // SAFETY: fully initialized above; valid and mapped for 'a (caller's promise).
@@ -356,7 +366,9 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     ///   bytes for all of `'a`, in shared memory that stays mapped for `'a`;
     /// - the bytes at `ptr` are being initialized by `init_at` concurrently.
     #[cfg(not(shmsync_loom))]
-    pub unsafe fn attach<'a>(ptr: *const LeasedSemaphore<SLOTS>) -> Result<&'a LeasedSemaphore<SLOTS>> {
+    pub unsafe fn attach<'a>(
+        ptr: *const LeasedSemaphore<SLOTS>,
+    ) -> Result<&'a LeasedSemaphore<SLOTS>> {
         check_placement(ptr)?;
         // SAFETY: aligned (checked), valid and mapped for 'a (the caller's promise); the
         // header is all atomics, so reading it while others use the object is race-free.
@@ -419,8 +431,19 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// read without the lock: exact when no operation runs concurrently.
     pub fn value(&self) -> u32 {
         // Relaxed: a diagnostic snapshot, like `Semaphore::value`.
-        let used: u64 = self.slots.iter().map(|s| u64::from(s.count.load(Ordering::Relaxed))).sum();
+        let used: u64 = self
+            .slots
+            .iter()
+            .map(|s| u64::from(s.count.load(Ordering::Relaxed)))
+            .sum();
         u64::from(self.capacity()).saturating_sub(used) as u32
+    }
+
+    /// Waiters registered as sleeping for a permit (a diagnostic snapshot; one too high
+    /// for each waiter killed while registered).
+    pub fn waiters(&self) -> u32 {
+        // Relaxed: a diagnostic snapshot.
+        self.waiters.load(Ordering::Relaxed)
     }
 
     /// Locks the table, repairing after a dead holder.
@@ -510,7 +533,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
             }
             if table.available() > 0 {
                 let slot = table.claim(&identity)?;
-                if table.available() > 0 {
+                if table.waiters() > 0 && table.available() > 0 {
                     // More permits are free and others may sleep (several releases, or
                     // a woken waiter that died before taking its permit): pass it on.
                     table.notify(1);
@@ -566,7 +589,10 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// [`reclaim_dead`](Self::reclaim_dead) with the liveness check supplied (tests and
     /// models). Not part of the stable API.
     #[doc(hidden)]
-    pub fn reclaim_dead_with(&self, mut is_dead: impl FnMut(&ProcessIdentity) -> bool) -> Result<Reclaimed> {
+    pub fn reclaim_dead_with(
+        &self,
+        mut is_dead: impl FnMut(&ProcessIdentity) -> bool,
+    ) -> Result<Reclaimed> {
         let mut table = self.lock_table(None)?;
         let mut reclaimed = Reclaimed::default();
         for s in &self.slots {

@@ -168,7 +168,10 @@ struct Stat {
 fn read_stat(pid: u32) -> io::Result<Stat> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     parse_stat(&text).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("unparsable /proc/{pid}/stat"))
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unparsable /proc/{pid}/stat"),
+        )
     })
 }
 

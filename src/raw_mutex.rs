@@ -198,8 +198,10 @@ impl RawRobustMutex {
         // SAFETY: `ptr` is aligned (checked) and valid for writes, and nobody else
         // accesses it (the caller's promise); the header is written whole.
         unsafe {
-            core::ptr::addr_of_mut!((*ptr).header)
-                .write(ObjectHeader::initializing_with_aux(Kind::Mutex, pid_ns_tag()));
+            core::ptr::addr_of_mut!((*ptr).header).write(ObjectHeader::initializing_with_aux(
+                Kind::Mutex,
+                pid_ns_tag(),
+            ));
         }
         // SAFETY: as above; `init_pthread` writes only `inner`.
         let this = unsafe { &*ptr };
@@ -291,7 +293,9 @@ impl RawRobustMutex {
         }
         // SAFETY: `inner` is valid for writes and nobody else uses it (caller's promise);
         // `a` is an initialized attribute object.
-        let r = self.inner.with_mut(|m| unsafe { libc::pthread_mutex_init(m, a) });
+        let r = self
+            .inner
+            .with_mut(|m| unsafe { libc::pthread_mutex_init(m, a) });
         if r != 0 {
             return Err(Error::from_errno("pthread_mutex_init", "", r));
         }
@@ -304,7 +308,9 @@ impl RawRobustMutex {
         #[cfg(not(shmsync_loom))]
         {
             // SAFETY: `inner` is an initialized pshared robust mutex (init_at/attach).
-            let r = self.inner.with_mut(|m| unsafe { libc::pthread_mutex_lock(m) });
+            let r = self
+                .inner
+                .with_mut(|m| unsafe { libc::pthread_mutex_lock(m) });
             if r == 0 {
                 return Ok(Acquired::Clean);
             }
@@ -320,7 +326,9 @@ impl RawRobustMutex {
         #[cfg(not(shmsync_loom))]
         {
             // SAFETY: `inner` is an initialized pshared robust mutex (init_at/attach).
-            let r = self.inner.with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) });
+            let r = self
+                .inner
+                .with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) });
             if r == 0 {
                 return Ok(Acquired::Clean);
             }
@@ -359,7 +367,10 @@ impl RawRobustMutex {
     fn clocklock(&self, deadline: Deadline) -> i32 {
         // No pthread_mutex_clocklock (musl): convert the monotonic deadline to
         // CLOCK_REALTIME once. A wall-clock step during the wait shifts it.
-        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: `now` is a valid timespec to write.
         unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
         let left = deadline.remaining();
@@ -369,9 +380,13 @@ impl RawRobustMutex {
             nsec -= 1_000_000_000;
             secs = secs.saturating_add(1);
         }
-        let ts = libc::timespec { tv_sec: secs, tv_nsec: nsec };
+        let ts = libc::timespec {
+            tv_sec: secs,
+            tv_nsec: nsec,
+        };
         // SAFETY: as for the glibc variant.
-        self.inner.with_mut(|m| unsafe { libc::pthread_mutex_timedlock(m, &ts) })
+        self.inner
+            .with_mut(|m| unsafe { libc::pthread_mutex_timedlock(m, &ts) })
     }
 
     /// Releases the lock. Returns the pthread error number on failure (which only
@@ -389,7 +404,8 @@ impl RawRobustMutex {
         {
             // SAFETY: `inner` is an initialized mutex held by this thread (caller's
             // promise).
-            self.inner.with_mut(|m| unsafe { libc::pthread_mutex_unlock(m) })
+            self.inner
+                .with_mut(|m| unsafe { libc::pthread_mutex_unlock(m) })
         }
         #[cfg(shmsync_loom)]
         {
@@ -409,7 +425,9 @@ impl RawRobustMutex {
         #[cfg(not(shmsync_loom))]
         {
             // SAFETY: `inner` is initialized and held by this thread (caller's promise).
-            let r = self.inner.with_mut(|m| unsafe { libc::pthread_mutex_consistent(m) });
+            let r = self
+                .inner
+                .with_mut(|m| unsafe { libc::pthread_mutex_consistent(m) });
             if r != 0 {
                 return Err(RawLockError::Os(r));
             }
@@ -444,7 +462,12 @@ impl RawRobustMutex {
             let (lock, owner) = self.inner.with(|m| {
                 let base = m as *const u32;
                 // SAFETY: both words lie inside the mapped, aligned pthread_mutex_t.
-                unsafe { (crate::sync::peek_u32(base), crate::sync::peek_u32(base.add(2))) }
+                unsafe {
+                    (
+                        crate::sync::peek_u32(base),
+                        crate::sync::peek_u32(base.add(2)),
+                    )
+                }
             });
             decode_glibc_state(lock, owner)
         }

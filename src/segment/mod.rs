@@ -122,7 +122,8 @@ impl Segment {
         }
         Ok(Segment {
             // mmap never returns null on success for a non-MAP_FIXED request.
-            ptr: NonNull::new(ptr.cast()).ok_or_else(|| Error::Corrupt("mmap returned null".into()))?,
+            ptr: NonNull::new(ptr.cast())
+                .ok_or_else(|| Error::Corrupt("mmap returned null".into()))?,
             len,
             backing,
         })
@@ -191,7 +192,9 @@ pub(crate) fn wait_for_size(fd: RawFd, target: &str) -> Result<usize> {
                 .map_err(|_| Error::InvalidArgument("segment larger than the address space"));
         }
         if deadline.has_passed() {
-            return Err(Error::TimedOut("the segment still has size 0 (its creator never sized it)"));
+            return Err(Error::TimedOut(
+                "the segment still has size 0 (its creator never sized it)",
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     }

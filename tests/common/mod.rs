@@ -194,7 +194,10 @@ impl Child {
                 // SAFETY: reaping our own child.
                 unsafe { libc::waitpid(self.pid, &mut status, 0) };
                 self.reaped = Some(ExitStatus::from_raw(status));
-                panic!("watchdog: child {} still running after {timeout:?}", self.pid);
+                panic!(
+                    "watchdog: child {} still running after {timeout:?}",
+                    self.pid
+                );
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -223,7 +226,10 @@ impl Drop for Child {
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "watchdog: timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "watchdog: timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }
