@@ -90,27 +90,27 @@ pub mod futex;
 pub mod header;
 #[cfg(not(shmsync_loom))]
 pub mod inspect;
-pub mod mutex;
 pub mod leased;
+pub mod mutex;
 pub mod process;
 pub mod raw_mutex;
 #[cfg(not(shmsync_loom))]
 pub mod region;
 pub mod segment;
-pub mod seqlock;
 pub mod semaphore;
+pub mod seqlock;
 pub(crate) mod sync;
 
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{Error, Result};
 pub use futex::Deadline;
 pub use header::Kind;
-pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use leased::{LeaseInfo, LeasedSemaphore, Permit, Reclaimed};
+pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]
 pub use region::{Location, Region, Shared};
 pub use segment::Segment;
-pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};
 pub use semaphore::{SemError, Semaphore};
+pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};

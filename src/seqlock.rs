@@ -824,3 +824,90 @@ impl<T: AnyBitPattern> fmt::Debug for SeqLock<T> {
             .finish_non_exhaustive()
     }
 }
+
+/// The part of every [`SeqLock<T>`] that does not depend on `T` — header, counter and
+/// writer lock, at the same offsets — for tools that inspect or recover a seqlock
+/// without knowing its payload type (the `shmsync` operator tool).
+#[cfg(not(shmsync_loom))]
+#[repr(C)]
+pub struct SeqLockView {
+    header: ObjectHeader,
+    seq: AtomicU64,
+    writer: RawRobustMutex,
+}
+
+#[cfg(not(shmsync_loom))]
+static_assertions::const_assert_eq!(
+    core::mem::offset_of!(SeqLockView, seq),
+    core::mem::offset_of!(SeqLock<u8>, seq)
+);
+#[cfg(not(shmsync_loom))]
+static_assertions::const_assert_eq!(
+    core::mem::offset_of!(SeqLockView, writer),
+    core::mem::offset_of!(SeqLock<[u64; 9]>, writer)
+);
+
+#[cfg(not(shmsync_loom))]
+impl SeqLockView {
+    /// Validates the header and writer lock of a seqlock at `ptr`, whatever its `T`.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr` is not valid for reads and writes of `size_of::<SeqLockView>()` bytes for
+    ///   all of `'a`, in shared memory that stays mapped for `'a`;
+    /// - the seqlock is being initialized concurrently.
+    pub unsafe fn attach<'a>(ptr: *const SeqLockView) -> Result<&'a SeqLockView> {
+        check_placement(ptr)?;
+        // SAFETY: aligned (checked), valid and mapped for 'a (caller's promise); the
+        // prefix is atomics and a pthread mutex only touched through pthread.
+        let this = unsafe { &*ptr };
+        this.header.validate(Kind::SeqLock)?;
+        // SAFETY: the writer lock lies inside the validated prefix.
+        unsafe { RawRobustMutex::attach(&this.writer) }?;
+        Ok(this)
+    }
+
+    /// The payload size recorded at creation.
+    pub fn payload_size(&self) -> u32 {
+        self.header.aux()
+    }
+
+    /// A diagnostic snapshot (as [`SeqLock::state`]).
+    pub fn state(&self) -> SeqLockState {
+        // Relaxed: a diagnostic reading.
+        let seq = self.seq.load(Ordering::Relaxed);
+        SeqLockState {
+            version: seq >> 1,
+            writing: seq & 1 == 1,
+            writer: self.writer.state(),
+        }
+    }
+
+    /// Recovers after a writer died, without knowing `T`: under the writer lock, an odd
+    /// counter (a write begun and never published) goes back to the published version —
+    /// the torn copy is the *unpublished* one, which the next writer overwrites whole —
+    /// and an owner-died writer lock is made consistent. Readers are never disturbed.
+    /// Returns whether anything was repaired.
+    pub fn recover(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
+        let acquired = self.writer.lock_deadline(deadline)?;
+        // Acquire: pairs with the Release stores of the counter by earlier writers
+        // (including the dead one's odd store), so our store below publishes nothing
+        // older than what readers could already see.
+        let seq = self.seq.load(Ordering::Acquire);
+        let torn = seq & 1 == 1;
+        if torn {
+            // Release: a reader that loads this value synchronizes with us, and through
+            // us with the writer that published version `seq >> 1`.
+            self.seq.store(seq - 1, Ordering::Release);
+        }
+        let owner_died = acquired == Acquired::OwnerDied;
+        if owner_died {
+            // SAFETY: we hold the writer lock (just acquired).
+            let _ = unsafe { self.writer.make_consistent() };
+        }
+        // SAFETY: we hold the writer lock.
+        unsafe { self.writer.unlock() };
+        Ok(torn || owner_died)
+    }
+}
