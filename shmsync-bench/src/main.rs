@@ -162,6 +162,25 @@ fn mutex_uncontended(cfg: &Cfg) -> (f64, f64) {
     (a, b)
 }
 
+/// The hardware floor of post+wait on one shared word: two uncontended locked
+/// read-modify-writes (what both shmsync and glibc must do: one to add, one to take).
+fn two_rmw_floor(cfg: &Cfg) -> f64 {
+    let w = shared::<AtomicU64>();
+    // SAFETY: a zeroed mapping is a valid AtomicU64.
+    let w: &'static AtomicU64 = unsafe { &*w };
+    median(
+        (0..cfg.reps)
+            .map(|_| {
+                time_loop(cfg.n_fast, || {
+                    w.fetch_add(1, Ordering::SeqCst);
+                    let v = w.load(Ordering::Relaxed);
+                    let _ = w.compare_exchange(v, v - 1, Ordering::Acquire, Ordering::Relaxed);
+                })
+            })
+            .collect(),
+    )
+}
+
 fn sem_uncontended(cfg: &Cfg) -> (f64, f64) {
     let ours = place(|p| {
         // SAFETY: fresh shared mapping, exclusive during init, leaked.
