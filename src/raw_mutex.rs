@@ -107,8 +107,9 @@ impl fmt::Display for MutexState {
                 ..
             } => {
                 let who = match owner_pid {
-                    Some(pid) if pid != owner_tid => format!("pid {pid} (tid {owner_tid})"),
-                    _ => format!("tid {owner_tid}"),
+                    Some(pid) if pid == owner_tid => format!("pid {pid}"),
+                    Some(pid) => format!("pid {pid} (thread {owner_tid})"),
+                    None => format!("thread {owner_tid}"),
                 };
                 let live = match owner {
                     Liveness::Alive => "alive",
