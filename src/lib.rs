@@ -99,6 +99,7 @@ pub mod region;
 pub mod segment;
 pub mod semaphore;
 pub mod seqlock;
+pub mod spin;
 pub(crate) mod sync;
 
 pub use condvar::{Condvar, WaitTimeoutResult};

@@ -49,7 +49,7 @@ use crate::error::{Error, Result};
 use crate::futex::{Deadline, WaitOutcome};
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
-use crate::sync::{futex_impl, spin_hint, AtomicU32, Ordering};
+use crate::sync::{futex_impl, AtomicU32, Ordering};
 
 /// The largest value a semaphore can hold: `i32::MAX`, like glibc's `SEM_VALUE_MAX`.
 pub const MAX_VALUE: u32 = i32::MAX as u32;
@@ -353,40 +353,15 @@ impl Semaphore {
         result
     }
 
-    /// Spins for the adaptive budget, watching for a permit. Returns whether it took one.
-    #[cfg(not(shmsync_loom))]
+    /// Spins for the adaptive budget (see [`crate::spin`]), watching for a permit.
+    /// Returns whether it took one.
     #[inline]
     fn spin(&self) -> bool {
-        let budget = spin::budget_ns();
-        let start = Instant::now();
-        loop {
-            // Check the clock once per batch: reading it (vDSO) costs about as much as
-            // a few rounds.
-            for _ in 0..spin::ROUNDS_PER_CLOCK_READ {
-                spin_hint();
-                // Relaxed: a hint only; the Acquire CAS in `try_take` does the taking.
-                let v = self.value.load(Ordering::Relaxed);
-                if v > 0 && self.try_take(v).is_ok() {
-                    spin::record(true, start.elapsed());
-                    return true;
-                }
-            }
-            let spent = start.elapsed();
-            if spent >= budget {
-                spin::record(false, spent);
-                return false;
-            }
-        }
-    }
-
-    /// Under loom: one round, so the models explore the spin path without a
-    /// process-global heuristic making executions differ (loom replays them).
-    #[cfg(shmsync_loom)]
-    fn spin(&self) -> bool {
-        spin_hint();
-        // Relaxed: a hint only; the Acquire CAS in `try_take` does the taking.
-        let v = self.value.load(Ordering::Relaxed);
-        v > 0 && self.try_take(v).is_ok()
+        crate::spin::spin_until(|| {
+            // Relaxed: a hint only; the Acquire CAS in `try_take` does the taking.
+            let v = self.value.load(Ordering::Relaxed);
+            v > 0 && self.try_take(v).is_ok()
+        })
     }
 
     /// The number of available permits (a snapshot: it may change at once).
@@ -427,102 +402,4 @@ impl fmt::Debug for Semaphore {
     }
 }
 
-/// Adaptive spinning: how long a waiter watches `value` before it sleeps.
-///
-/// Spinning turns a hand-off between two processes that are both running into a
-/// cache-line round trip (a few hundred nanoseconds) instead of a `FUTEX_WAKE` plus the
-/// wake-up of an idle CPU (about 10 µs on the reference machine). Once both sides of a
-/// ping-pong spin, neither sleeps again and no system call is made; to get there, one
-/// spin must outlast the partner's wake-up from a sleep, which is why the limit is a
-/// few tens of microseconds rather than a few (the benchmark's ping-pong shows the
-/// difference: with a 5 µs bound the pair never leaves the sleep/wake regime).
-///
-/// Spinning only pays when the poster is running on another CPU right now. When
-/// processes outnumber CPUs the poster is usually descheduled and every spin round is
-/// CPU time the poster needed, so the budget adapts per process: a spin that ends with
-/// a permit doubles it (up to [`SPIN_LIMIT`]); a spin that ends in sleep halves it (down
-/// to [`SPIN_MIN`]). Once collapsed, every [`PROBE_EVERY`]th slow-path wait spins the
-/// full limit as a probe, so a process whose partners start running again gets back to
-/// spinning; on an oversubscribed machine a probe costs at most one [`SPIN_LIMIT`] in
-/// every [`PROBE_EVERY`] waits (under 2 µs per wait on average).
-///
-/// The budget is per process (a process-local variable, not in the shared segment) and
-/// updated without synchronization: a lost update only skews a heuristic. It is
-/// measured in time, not rounds, because a `pause` costs 4–10 ns on some CPUs and ~43 ns
-/// on others.
-mod spin {
-    use core::time::Duration;
-
-    /// Upper bound on spinning before sleeping: longer than one wake-up of an idle CPU
-    /// (≈10 µs measured on the reference machine; see BENCHMARKS.md), so that a
-    /// ping-pong pair can reach the regime where both sides spin.
-    pub const SPIN_LIMIT: Duration = Duration::from_micros(30);
-    /// Lower bound: a few cache-line round trips (0.15–0.25 µs each), so a partner that
-    /// answers at once is still caught without a system call.
-    pub const SPIN_MIN: Duration = Duration::from_nanos(1_000);
-    /// With a collapsed budget, one slow-path wait in this many probes with the full
-    /// limit.
-    pub const PROBE_EVERY: u32 = 16;
-    /// Spin rounds between two reads of the clock.
-    pub(super) const ROUNDS_PER_CLOCK_READ: u32 = 8;
-
-    #[cfg(not(shmsync_loom))]
-    mod state {
-        use crate::sync::ProcessLocalU64;
-
-        /// Low 32 bits: the budget in nanoseconds; high 32 bits: slow-path wait
-        /// counter. Zero means "not yet set": start at the full limit.
-        static STATE: ProcessLocalU64 = ProcessLocalU64::new(0);
-
-        pub(super) fn load() -> (u32, u32) {
-            let s = STATE.get();
-            (s as u32, (s >> 32) as u32)
-        }
-
-        pub(super) fn store(budget: u32, count: u32) {
-            STATE.set(u64::from(budget) | u64::from(count) << 32);
-        }
-    }
-
-    const LIMIT_NS: u32 = SPIN_LIMIT.as_nanos() as u32;
-    const MIN_NS: u32 = SPIN_MIN.as_nanos() as u32;
-
-    /// How long to spin now.
-    #[cfg(not(shmsync_loom))]
-    #[inline]
-    pub(super) fn budget_ns() -> Duration {
-        let (budget, count) = state::load();
-        if budget == 0 {
-            return SPIN_LIMIT;
-        }
-        let count = count.wrapping_add(1);
-        state::store(budget, count);
-        if budget <= MIN_NS && count % PROBE_EVERY == 0 {
-            SPIN_LIMIT
-        } else {
-            Duration::from_nanos(budget.into())
-        }
-    }
-
-    /// Records how a spin ended: with a permit after `spent`, or not.
-    #[cfg(not(shmsync_loom))]
-    #[inline]
-    pub(super) fn record(success: bool, spent: Duration) {
-        let (budget, count) = state::load();
-        let budget = if budget == 0 { LIMIT_NS } else { budget };
-        let spent = u32::try_from(spent.as_nanos()).unwrap_or(u32::MAX);
-        let next = if success {
-            budget
-                .max(spent.saturating_add(1))
-                .saturating_mul(2)
-                .min(LIMIT_NS)
-        } else {
-            (budget / 2).max(MIN_NS)
-        };
-        if next != budget {
-            state::store(next, count);
-        }
-    }
-}
-
-pub use spin::{PROBE_EVERY, SPIN_LIMIT, SPIN_MIN};
+pub use crate::spin::{PROBE_EVERY, SPIN_LIMIT, SPIN_MIN};

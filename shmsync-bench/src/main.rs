@@ -136,6 +136,7 @@ fn mutex_uncontended(cfg: &Cfg) -> (f64, f64) {
         unsafe { RobustMutex::init_at(p, 0u64) }
     });
     let theirs = glibc_mutex(true);
+    let counter = shared::<u64>();
     let a = median(
         (0..cfg.reps)
             .map(|_| {
@@ -150,9 +151,11 @@ fn mutex_uncontended(cfg: &Cfg) -> (f64, f64) {
         (0..cfg.reps)
             .map(|_| {
                 time_loop(cfg.n_fast, || {
-                    // SAFETY: initialized pshared robust mutex; locked then unlocked by us.
+                    // SAFETY: initialized pshared robust mutex; the counter is touched
+                    // only under it.
                     unsafe {
                         libc::pthread_mutex_lock(theirs);
+                        *counter += 1;
                         libc::pthread_mutex_unlock(theirs);
                     }
                 })
