@@ -182,6 +182,82 @@ fn mutex_state_word(state: MutexState) -> &'static str {
     }
 }
 
+/// Slot counts of `LeasedSemaphore<SLOTS>` the tool can read (the count is a type
+/// parameter; the header records it, and these are the ones dispatched on).
+pub const LEASE_TABLE_SIZES: [usize; 9] = [4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+/// Runs `$body` with `$sem` bound to the leased semaphore at entry `$e`, whatever its
+/// slot count (one of [`LEASE_TABLE_SIZES`]).
+macro_rules! with_leased {
+    ($region:expr, $e:expr, |$sem:ident| $body:expr) => {{
+        let slots = leased_slots($region, $e)?;
+        match slots {
+            4 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<4>>(&$e.name)?;
+                $body
+            }
+            8 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<8>>(&$e.name)?;
+                $body
+            }
+            16 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<16>>(&$e.name)?;
+                $body
+            }
+            32 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<32>>(&$e.name)?;
+                $body
+            }
+            64 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<64>>(&$e.name)?;
+                $body
+            }
+            128 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<128>>(&$e.name)?;
+                $body
+            }
+            256 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<256>>(&$e.name)?;
+                $body
+            }
+            512 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<512>>(&$e.name)?;
+                $body
+            }
+            1024 => {
+                let $sem = $region.get::<crate::LeasedSemaphore<1024>>(&$e.name)?;
+                $body
+            }
+            other => {
+                return Err(crate::Error::Corrupt(format!(
+                    "leased semaphore {:?} has {other} lease slots; the tool reads {:?}",
+                    $e.name, LEASE_TABLE_SIZES
+                )))
+            }
+        }
+    }};
+}
+
+/// The slot count recorded in a leased semaphore's header.
+fn leased_slots(region: &Region, e: &EntryInfo) -> Result<usize> {
+    check_fits::<crate::header::ObjectHeader>(e)?;
+    let ptr = region.object_ptr(e)?;
+    // SAFETY: the entry is validated, published and at least a header long; the header
+    // is all atomics.
+    let header = unsafe { &*ptr.cast::<crate::header::ObjectHeader>() };
+    header.validate(Kind::LeasedSemaphore)?;
+    Ok(header.aux() as usize)
+}
+
+fn seqlock_at<'r>(region: &'r Region, e: &EntryInfo) -> Result<&'r crate::seqlock::SeqLockView> {
+    check_fits::<crate::seqlock::SeqLockView>(e)?;
+    let ptr = region.object_ptr(e)?;
+    // SAFETY: the entry is validated (in bounds, aligned, published); every seqlock
+    // starts with the T-independent prefix `SeqLockView` describes, which `attach`
+    // validates. The reference borrows the region.
+    unsafe { crate::seqlock::SeqLockView::attach(ptr.cast()) }
+}
+
 fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
     let (state, needs_recovery, facts) = match e.kind {
         Kind::Mutex => describe_mutex(mutex_at(region, &e)?.state()),
@@ -192,6 +268,85 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                 format!("notification sequence {seq}"),
                 false,
                 vec![("sequence", Fact::Int(seq.into()))],
+            )
+        }
+        Kind::Semaphore => {
+            let sem = region.get::<crate::Semaphore>(&e.name)?;
+            let (value, sleepers) = (sem.value(), sem.sleepers());
+            (
+                format!("value {value}, {sleepers} sleeping"),
+                false,
+                vec![
+                    ("value", Fact::Int(value.into())),
+                    ("sleepers", Fact::Int(sleepers.into())),
+                ],
+            )
+        }
+        Kind::LeasedSemaphore => with_leased!(region, &e, |sem| {
+            let leases = sem.leases()?;
+            let dead = leases
+                .iter()
+                .filter(|l| l.liveness == Liveness::Dead)
+                .count();
+            let held: u64 = leases.iter().map(|l| u64::from(l.permits)).sum();
+            let list = leases
+                .iter()
+                .map(|l| {
+                    vec![
+                        ("pid", Fact::Int(l.identity.pid.into())),
+                        ("permits", Fact::Int(l.permits.into())),
+                        ("liveness", Fact::Text(liveness_word(l.liveness).into())),
+                    ]
+                })
+                .collect();
+            let mut state = format!(
+                "value {} of {}, {} leases ({} permits)",
+                sem.value(),
+                sem.capacity(),
+                leases.len(),
+                held
+            );
+            for l in &leases {
+                state.push_str(&format!(
+                    "; pid {} holds {} — {}",
+                    l.identity.pid,
+                    l.permits,
+                    liveness_word(l.liveness)
+                ));
+            }
+            (
+                state,
+                dead > 0,
+                vec![
+                    ("value", Fact::Int(sem.value().into())),
+                    ("capacity", Fact::Int(sem.capacity().into())),
+                    ("waiters", Fact::Int(sem.waiters().into())),
+                    ("leases", Fact::List(list)),
+                ],
+            )
+        }),
+        Kind::SeqLock => {
+            let st = seqlock_at(region, &e)?.state();
+            let (_, _, writer_facts) = describe_mutex(st.writer);
+            let torn = st.is_torn();
+            let mut facts = vec![
+                ("sequence", Fact::Int(st.version as i64)),
+                ("torn", Fact::Bool(torn)),
+                ("writing", Fact::Bool(st.writing)),
+            ];
+            facts.extend(writer_facts.into_iter().map(|(k, v)| match k {
+                "state" => ("writer", v),
+                other => (other, v),
+            }));
+            let word = if torn {
+                "torn (readers unaffected; next writer repairs)"
+            } else {
+                "stable"
+            };
+            (
+                format!("sequence {}, {word}; writer lock {}", st.version, st.writer),
+                torn,
+                facts,
             )
         }
         other => (format!("{other} (no inspector)"), false, Vec::new()),
@@ -236,8 +391,57 @@ pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Vec<Action>> {
         }
     }
     for e in region.entries()? {
-        if e.kind == Kind::Mutex {
-            recover_mutex(mutex_at(region, &e)?, &e.name, opts, &mut actions);
+        match e.kind {
+            Kind::Mutex => recover_mutex(mutex_at(region, &e)?, &e.name, opts, &mut actions),
+            Kind::LeasedSemaphore => with_leased!(region, &e, |sem| {
+                if opts.dry_run {
+                    for l in sem
+                        .leases()?
+                        .iter()
+                        .filter(|l| l.liveness == Liveness::Dead)
+                    {
+                        act(
+                            &mut actions,
+                            &e.name,
+                            format!(
+                                "would reclaim {} permits of dead pid {}",
+                                l.permits, l.identity.pid
+                            ),
+                        );
+                    }
+                } else {
+                    for (who, permits) in sem.reclaim_dead()?.holders {
+                        act(
+                            &mut actions,
+                            &e.name,
+                            format!("reclaimed {permits} permits of dead pid {}", who.pid),
+                        );
+                    }
+                }
+            }),
+            Kind::SeqLock => {
+                let view = seqlock_at(region, &e)?;
+                if view.state().is_torn() {
+                    if opts.dry_run {
+                        act(
+                            &mut actions,
+                            &e.name,
+                            "would repair the writer left by a dead process".into(),
+                        );
+                    } else {
+                        match view.recover(crate::futex::Deadline::after(std::time::Duration::from_secs(1))) {
+                            Ok(true) => act(
+                                &mut actions,
+                                &e.name,
+                                "repaired: dropped the dead writer's unpublished copy, writer lock consistent".into(),
+                            ),
+                            Ok(false) => {}
+                            Err(err) => act(&mut actions, &e.name, format!("could not repair: {err}")),
+                        }
+                    }
+                }
+            }
+            _ => {}
         }
     }
     Ok(actions)

@@ -5,7 +5,74 @@
 //! with position-independent `#[repr(C)]` layouts, usable from any process that maps the
 //! segment at any address, and recoverable when a process dies holding one.
 //!
-//! Linux only (glibc first; musl builds). See the README for the tour.
+//! Linux only (glibc first; musl builds).
+//!
+//! ## The pieces
+//!
+//! - [`Segment`]: one owned `MAP_SHARED` mapping — POSIX (`shm_open`), SysV (`shmget`),
+//!   `memfd` (sealed, passed over a Unix socket), a file, or anonymous (inherited across
+//!   `fork`).
+//! - [`Region`]: a segment with a table of named objects and race-free, crash-safe first
+//!   initialization: `region.get_or_init::<RobustMutex<Counter>>("counter", init)`.
+//! - [`RobustMutex<T>`] (and the data-less [`RawRobustMutex`]): a robust, process-shared,
+//!   error-checking pthread mutex. If the holder dies, the next locker gets
+//!   [`LockError::OwnerDied`] *holding the lock*, repairs `T`, and calls
+//!   [`OwnerDiedGuard::make_consistent`].
+//! - [`Condvar`]: a futex-sequence condition variable for [`RobustMutex`]; a waiter that
+//!   dies consumes nothing.
+//! - `Semaphore`: a futex counting semaphore with adaptive spinning; `LeasedSemaphore`
+//!   records who holds permits so `reclaim_dead()` returns those of dead processes.
+//! - `SeqLock<T>`: readers never write shared memory and never see a torn value, even
+//!   when a writer is killed mid-write (two copies, robust writer lock).
+//! - [`inspect`]: what the `shmsync` operator tool prints and recovers.
+//!
+//! ## Example: a counter shared by two processes, one of which dies holding the lock
+//!
+//! ```
+//! use shmsync::{LockError, Region, RobustMutex, Segment};
+//!
+//! #[derive(Clone, Copy, Default, bytemuck::AnyBitPattern)]
+//! #[repr(C)]
+//! struct Counter { value: u64, writing: u64 }
+//!
+//! // An anonymous shared mapping is inherited by fork children; named backings
+//! // (Segment::posix_create, Region::open_or_create, ...) work between unrelated processes.
+//! let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+//! let counter = region.get_or_init::<RobustMutex<Counter>>("counter", Counter::default())?;
+//!
+//! // SAFETY of the child: it only locks, writes plain data and exits (async-signal-safe).
+//! let pid = unsafe { libc::fork() };
+//! if pid == 0 {
+//!     if let Ok(mut c) = counter.lock() {
+//!         c.writing = 1; // start an update...
+//!         unsafe { libc::_exit(0) }; // ...and die holding the lock
+//!     }
+//!     unsafe { libc::_exit(1) };
+//! }
+//! unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+//!
+//! let guard = match counter.lock() {
+//!     Ok(guard) => guard,
+//!     Err(LockError::OwnerDied(mut repair)) => {
+//!         // The lock is held; fix the half-done update, then mark it consistent.
+//!         repair.writing = 0;
+//!         repair.make_consistent()
+//!     }
+//!     Err(e) => panic!("{e}"),
+//! };
+//! assert_eq!(guard.writing, 0);
+//! # Ok::<(), shmsync::Error>(())
+//! ```
+//!
+//! ## Rules every shared type follows
+//!
+//! `#[repr(C)]`, fixed-width fields, no pointers (references between objects are
+//! offsets), a header with magic, kind and a **format word** (crate format version,
+//! arch, pointer width, libc, `size_of::<pthread_mutex_t>()`) so an incompatible process
+//! gets [`Error::FormatMismatch`] instead of undefined behaviour, and shared data bounded
+//! by `bytemuck::AnyBitPattern`: a process may die halfway through writing it, so every
+//! bit pattern must be a valid value and no destructor may be owed. All waiting uses
+//! **shared** futexes with absolute `CLOCK_MONOTONIC` deadlines.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
@@ -21,20 +88,29 @@ pub mod condvar;
 pub mod error;
 pub mod futex;
 pub mod header;
+#[cfg(not(shmsync_loom))]
 pub mod inspect;
+pub mod leased;
 pub mod mutex;
 pub mod process;
 pub mod raw_mutex;
+#[cfg(not(shmsync_loom))]
 pub mod region;
 pub mod segment;
+pub mod semaphore;
+pub mod seqlock;
 pub(crate) mod sync;
 
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{Error, Result};
 pub use futex::Deadline;
 pub use header::Kind;
+pub use leased::{LeaseInfo, LeasedSemaphore, Permit, Reclaimed};
 pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+#[cfg(not(shmsync_loom))]
 pub use region::{Location, Region, Shared};
 pub use segment::Segment;
+pub use semaphore::{SemError, Semaphore};
+pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};

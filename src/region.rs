@@ -188,6 +188,58 @@ unsafe impl Shared for crate::Condvar {
     }
 }
 
+// SAFETY: a semaphore is two u32 words for which every bit pattern is valid; `init_at`
+// writes both; no pointers.
+unsafe impl Shared for crate::Semaphore {
+    const KIND: Kind = Kind::Semaphore;
+    type Init = u32;
+
+    unsafe fn init_at<'a>(ptr: *mut Self, value: u32) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::Semaphore::init_at(ptr, value) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::Semaphore::attach(ptr) }
+    }
+}
+
+// SAFETY: `init_at` places the header (Kind::LeasedSemaphore), its robust table lock and
+// an empty table; `attach` validates header, slot count and lock; no pointers.
+unsafe impl<const SLOTS: usize> Shared for crate::LeasedSemaphore<SLOTS> {
+    const KIND: Kind = Kind::LeasedSemaphore;
+    /// The number of permits.
+    type Init = u32;
+
+    unsafe fn init_at<'a>(ptr: *mut Self, capacity: u32) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::LeasedSemaphore::init_at(ptr, capacity) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::LeasedSemaphore::attach(ptr) }
+    }
+}
+
+// SAFETY: `init_at` places the header (Kind::SeqLock), counter, writer lock and both
+// copies; `attach` validates header, payload size and writer lock; T is AnyBitPattern.
+unsafe impl<T: bytemuck::AnyBitPattern + bytemuck::NoUninit + Send> Shared for crate::SeqLock<T> {
+    const KIND: Kind = Kind::SeqLock;
+    type Init = T;
+
+    unsafe fn init_at<'a>(ptr: *mut Self, value: T) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::SeqLock::init_at(ptr, value) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::SeqLock::attach(ptr) }
+    }
+}
+
 /// A stable hash of a type's name, size and alignment (FNV-1a), recorded in the table
 /// so `get::<WrongType>` is an error. Type names come from `core::any::type_name`, which
 /// is the same for the same crate versions and compiler; processes built from different

@@ -259,3 +259,99 @@ pub(crate) unsafe fn foreign_atomic_u32<'a>(ptr: *mut u32) -> &'a core::sync::at
     // SAFETY: valid, aligned, and only accessed atomically for 'a (the caller's promise).
     unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr) }
 }
+
+/// Copies `words` 64-bit words from `src` — shared memory that other threads or
+/// processes may be writing at the same time — into the private buffer `dst`, with one
+/// relaxed atomic load per word (a chunked atomic copy, as in portable-atomic's
+/// fallback and atomic-memcpy). A concurrent writer can leave the copy a mix of old and
+/// new words, but never a torn word and never a data race: the caller validates the
+/// copy afterwards (the seqlock's `fence(Acquire)` and sequence re-check) before it
+/// interprets the bytes.
+///
+/// # Safety
+///
+/// Behavior is undefined if:
+/// - `src` is not valid for reads of `words * 8` bytes or is not 8-byte aligned;
+/// - `dst` is not valid for writes of `words * 8` bytes, is not 8-byte aligned, or
+///   overlaps `src`;
+/// - any access to the source words made during the call is not atomic (every writer
+///   must use [`atomic_store_words`] or another atomic store).
+#[cfg(not(shmsync_loom))]
+#[inline]
+pub(crate) unsafe fn atomic_load_words(src: *const u64, dst: *mut u64, words: usize) {
+    for i in 0..words {
+        // SAFETY: `src + i` is in bounds and 8-aligned, and every concurrent access to
+        // it is atomic (caller's promise), which is what `from_ptr` requires.
+        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(src.add(i).cast_mut()) };
+        // Relaxed: only single-copy atomicity of each word is needed here; the caller
+        // orders the whole copy with its own fence (seqlock: `fence(Acquire)` after the
+        // copy, pairing with the writer's `fence(Release)` before its stores).
+        let w = word.load(core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `dst + i` is in bounds, aligned and private to the caller.
+        unsafe { dst.add(i).write(w) };
+    }
+}
+
+/// Copies `words` 64-bit words from the private buffer `src` into `dst` — shared memory
+/// that other threads or processes may be reading at the same time — with one relaxed
+/// atomic store per word. The counterpart of [`atomic_load_words`].
+///
+/// # Safety
+///
+/// Behavior is undefined if:
+/// - `dst` is not valid for writes of `words * 8` bytes or is not 8-byte aligned;
+/// - `src` is not valid for reads of `words * 8` initialized bytes, is not 8-byte
+///   aligned, or overlaps `dst`;
+/// - any access to the destination words made during the call is not atomic (readers
+///   must use [`atomic_load_words`] or another atomic load).
+#[cfg(not(shmsync_loom))]
+#[inline]
+pub(crate) unsafe fn atomic_store_words(dst: *mut u64, src: *const u64, words: usize) {
+    for i in 0..words {
+        // SAFETY: `src + i` is in bounds, aligned, initialized and private.
+        let w = unsafe { src.add(i).read() };
+        // SAFETY: `dst + i` is in bounds and 8-aligned, and every concurrent access to
+        // it is atomic (caller's promise).
+        let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(dst.add(i)) };
+        // Relaxed: single-copy atomicity per word is all that is needed; the caller
+        // orders the stores with its own fences (seqlock: `fence(Release)` before them,
+        // a Release store of the sequence after them).
+        word.store(w, core::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The loom counterpart of [`atomic_load_words`] (loom atomics cannot be placed in raw
+/// memory, so loom models keep shared words in a slice of them): copies `src.len()`
+/// words into `dst`.
+///
+/// # Safety
+///
+/// Behavior is undefined if:
+/// - `dst` is not valid for writes of `src.len() * 8` bytes or is not 8-byte aligned.
+#[cfg(shmsync_loom)]
+pub(crate) unsafe fn atomic_load_words(src: &[AtomicU64], dst: *mut u64) {
+    for (i, word) in src.iter().enumerate() {
+        // Relaxed: as in the std version, the caller's fences order the copy.
+        let w = word.load(Ordering::Relaxed);
+        // SAFETY: `dst + i` is in bounds, aligned and private (caller's promise).
+        unsafe { dst.add(i).write(w) };
+    }
+}
+
+/// The loom counterpart of [`atomic_store_words`]: stores `words` words from `src` into
+/// the first `words` atomics of `dst`.
+///
+/// # Safety
+///
+/// Behavior is undefined if:
+/// - `src` is not valid for reads of `words * 8` initialized bytes or is not 8-byte
+///   aligned.
+#[cfg(shmsync_loom)]
+pub(crate) unsafe fn atomic_store_words(dst: &[AtomicU64], src: *const u64, words: usize) {
+    for (i, word) in dst.iter().take(words).enumerate() {
+        // SAFETY: `src + i` is in bounds, aligned and initialized (caller's promise).
+        let w = unsafe { src.add(i).read() };
+        // Relaxed: as in the std version, the caller's fences order the stores.
+        word.store(w, Ordering::Relaxed);
+    }
+}

@@ -6,13 +6,32 @@ use std::process::Command;
 
 use serde_json::Value;
 use shmsync::region::Location;
-use shmsync::{Acquired, RawRobustMutex, Region};
+use shmsync::{Acquired, LeasedSemaphore, RawRobustMutex, Region, SeqLock};
 
 const SIZE: usize = 1 << 16;
 
 #[test]
 fn child_role() {
-    common::dispatch(&[("hold_lock", hold_lock)]);
+    common::dispatch(&[
+        ("hold_lock", hold_lock),
+        ("hold_everything", hold_everything),
+    ]);
+}
+
+type Feed = [u64; 4];
+
+/// Takes two leased permits and half-writes a seqlock update, writes the marker file
+/// `args[1]`, then waits to be killed.
+fn hold_everything(args: &[String]) {
+    let region = Region::open(&Location::parse(&args[0]).unwrap()).unwrap();
+    let sem = region.get::<LeasedSemaphore>("pool").unwrap();
+    let feed = region.get::<SeqLock<Feed>>("feed").unwrap();
+    let _held = [sem.acquire().unwrap(), sem.acquire().unwrap()];
+    feed.__test_write_partial([9; 4], 2).unwrap();
+    std::fs::write(&args[1], "held").unwrap();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 /// Locks `args[1]` in region `args[0]`, writes the marker file `args[2]`, then waits to
@@ -149,4 +168,73 @@ fn remove_leaves_nothing_behind_and_errors_are_clear() {
     let (code, _, err) = tool(&["inspect", zero.as_str()]);
     assert_eq!(code, 1);
     assert!(err.contains("no initialized region"), "{err}");
+}
+
+#[test]
+fn recover_reclaims_dead_permits_and_repairs_a_torn_seqlock() {
+    let name = common::ShmName::new("toolall");
+    let loc = Location::parse(name.as_str()).unwrap();
+    let region = Region::create(&loc, SIZE).unwrap();
+    let sem = region.get_or_init::<LeasedSemaphore>("pool", 5).unwrap();
+    let feed = region.get_or_init::<SeqLock<Feed>>("feed", [1; 4]).unwrap();
+    let mine = sem.acquire().unwrap();
+
+    let marker = common::TempPath::new("held");
+    let mut holder = common::spawn("hold_everything", &[name.as_str(), marker.as_str()]);
+    common::wait_until(common::WATCHDOG, "the holder to take everything", || {
+        marker.path().exists()
+    });
+    let pid = holder.pid();
+    holder.kill();
+
+    let (code, report) = tool_json(&["inspect", name.as_str(), "--json"]);
+    assert_eq!(code, 3, "{report}");
+    let pool = entry(&report, "pool");
+    assert_eq!(pool["value"], 2, "{pool}");
+    assert_eq!(pool["needs_recovery"], true);
+    let leases = pool["leases"].as_array().unwrap();
+    let dead = leases
+        .iter()
+        .find(|l| l["pid"] == pid)
+        .expect("the dead holder's lease");
+    assert_eq!(dead["permits"], 2);
+    assert_eq!(dead["liveness"], "dead");
+    let me = leases
+        .iter()
+        .find(|l| l["pid"] == std::process::id())
+        .expect("our lease");
+    assert_eq!(me["liveness"], "alive");
+    let f = entry(&report, "feed");
+    assert_eq!(f["torn"], true, "{f}");
+    assert_eq!(f["writer"], "owner_died");
+    // Readers are unaffected by the torn copy.
+    assert_eq!(feed.read(), [1; 4]);
+
+    let (code, out) = tool_json(&["recover", name.as_str(), "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let actions: Vec<String> = out["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        actions.contains(&format!("reclaimed 2 permits of dead pid {pid}")),
+        "{actions:?}"
+    );
+    assert!(
+        actions.iter().any(|a| a.starts_with("repaired")),
+        "{actions:?}"
+    );
+    assert_eq!(entry(&out["after"], "pool")["value"], 4);
+    assert_eq!(entry(&out["after"], "feed")["torn"], false);
+
+    // Everything works afterwards: value + live holdings == capacity, writes are clean.
+    assert_eq!(sem.value(), 4);
+    drop(mine);
+    assert_eq!(sem.value(), 5);
+    assert!(!feed.store([2; 4]).unwrap().repaired);
+    assert_eq!(feed.read(), [2; 4]);
+    let (code, _) = tool_json(&["inspect", name.as_str(), "--json"]);
+    assert_eq!(code, 0);
 }

@@ -1,0 +1,695 @@
+//! [`LeasedSemaphore`]: a counting semaphore that records who holds its permits, so the
+//! permits of a process that died holding them can be reclaimed.
+//!
+//! # Design
+//!
+//! The semaphore is a table of leases under a robust lock ([`RawRobustMutex`]): one
+//! slot per holding process (its [`ProcessIdentity`]: pid, start time, pid namespace,
+//! so a reused pid is never mistaken for the dead holder) with the number of permits
+//! that process holds. The number of available permits is not stored: it is
+//! *derived*, `capacity - Σ slot.count`. Each operation changes the table with exactly
+//! one store — the commit — to one slot's `count`:
+//!
+//! * acquire: bump our slot's count, or write our identity into a free slot
+//!   (`count == 0`) and then store `count = 1`;
+//! * release ([`Permit`]'s `Drop`): `count -= 1`;
+//! * [`reclaim_dead`](LeasedSemaphore::reclaim_dead): `count = 0` for each slot whose
+//!   holder is proven dead.
+//!
+//! So a process SIGKILLed at any instruction, even inside the table lock, leaves a
+//! consistent table: the operation either committed or did not, and the derived count
+//! cannot drift. The next locker gets the robust mutex's owner-died notice; the only
+//! "repair" is to wake every waiter, in case the dead process committed a release but
+//! died before waking anyone.
+//!
+//! Waiting for a permit sleeps on a `generation` futex word that every release and
+//! reclaim bumps under the lock; a `waiters` count (also under the lock) lets releases
+//! skip the system call when nobody waits.
+//!
+//! Leases also work between threads of one process: the process has one slot whose
+//! count is the number of permits its threads hold. A permit is released by the
+//! process that acquired it; a `fork` child's copy of a parent's [`Permit`] does
+//! nothing when dropped.
+//!
+//! # Limits
+//!
+//! * At most `SLOTS` (default 64) processes can hold permits at once; one more gets
+//!   [`Error::Full`]. Reclaiming dead holders frees their slots.
+//! * A holder whose liveness cannot be checked (another pid namespace, `/proc`
+//!   unreadable) is treated as alive: recovery never takes from a process it cannot
+//!   prove dead.
+//! * A waiter killed while registered leaves the `waiters` count one too high (each
+//!   later release then makes one futile `FUTEX_WAKE`); one killed in the instant after
+//!   being woken may leave another sleeper asleep until the next release, reclaim, or
+//!   its deadline — the permit itself stays available and is never lost.
+
+use core::fmt;
+use core::marker::PhantomData;
+use core::time::Duration;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::futex::{Deadline, WaitOutcome};
+#[cfg(not(shmsync_loom))]
+use crate::header::check_placement;
+use crate::header::{Kind, ObjectHeader};
+use crate::process::{self, Liveness, ProcessIdentity};
+use crate::raw_mutex::{Acquired, RawLockError, RawRobustMutex};
+#[cfg(not(shmsync_loom))]
+use crate::semaphore::MAX_VALUE;
+use crate::sync::{futex_impl, AtomicU32, AtomicU64, Ordering};
+
+/// The default number of lease slots (processes that can hold permits at once).
+pub const DEFAULT_SLOTS: usize = 64;
+
+/// One lease: a holder's identity and how many permits it holds. 24 bytes.
+///
+/// All fields are written only under the table lock; they are atomics so that a
+/// diagnostic reader (or a peer reading while another process writes) never races.
+#[repr(C)]
+struct LeaseSlot {
+    /// Permits held; 0 = free slot (the identity fields are then meaningless).
+    count: AtomicU32,
+    pid: AtomicU32,
+    start_time: AtomicU64,
+    pid_ns: AtomicU64,
+}
+
+#[cfg(not(shmsync_loom))]
+static_assertions::assert_eq_size!(LeaseSlot, [u8; 24]);
+
+impl LeaseSlot {
+    #[cfg(shmsync_loom)]
+    fn new() -> LeaseSlot {
+        LeaseSlot {
+            count: AtomicU32::new(0),
+            pid: AtomicU32::new(0),
+            start_time: AtomicU64::new(0),
+            pid_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The permits held (table lock held).
+    fn count(&self) -> u32 {
+        // Relaxed: read under the table lock, whose Acquire/Release orders it with the
+        // writes of earlier holders.
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// The commit store of every table operation (table lock held).
+    fn commit(&self, count: u32) {
+        // Release: under the lock, Relaxed would do for other lockers (the unlock's
+        // Release publishes it); Release additionally keeps the identity stores of a
+        // claim from being moved after this commit, so a process killed between them
+        // leaves a free slot (count 0), never a count with a stale identity.
+        self.count.store(count, Ordering::Release);
+    }
+
+    /// The recorded identity (table lock held).
+    fn identity(&self) -> ProcessIdentity {
+        // Relaxed: under the table lock (see `count`).
+        ProcessIdentity {
+            pid: self.pid.load(Ordering::Relaxed),
+            _pad: 0,
+            start_time: self.start_time.load(Ordering::Relaxed),
+            pid_ns: self.pid_ns.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes `id` into a free slot (table lock held; `count` is 0, so a reader takes
+    /// these fields into account only after the commit that follows).
+    fn set_identity(&self, id: &ProcessIdentity) {
+        // Relaxed: under the table lock, and ordered before the commit by its Release.
+        self.pid.store(id.pid, Ordering::Relaxed);
+        self.start_time.store(id.start_time, Ordering::Relaxed);
+        self.pid_ns.store(id.pid_ns, Ordering::Relaxed);
+    }
+}
+
+/// A counting semaphore whose permits are leases recorded per holding process; the
+/// permits of dead holders can be [reclaimed](Self::reclaim_dead). See the [module
+/// documentation](self) for the design.
+///
+/// `#[repr(C)]`, 8-aligned; with the default 64 slots it is 1640 bytes on 64-bit glibc
+/// (24-byte header, 64-byte robust mutex, 16 bytes of counters, 64 × 24-byte slots).
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping large enough, that outlives `sem`.
+/// let sem: &LeasedSemaphore = unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 2)? };
+/// let a = sem.acquire()?;
+/// let b = sem.try_acquire()?.expect("a second permit");
+/// assert!(sem.try_acquire()?.is_none());
+/// assert_eq!(sem.leases()?[0].permits, 2); // one slot for this process
+/// drop((a, b));
+/// assert_eq!(sem.value(), 2);
+/// // Nobody died, so there is nothing to reclaim.
+/// assert_eq!(sem.reclaim_dead()?.permits(), 0);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
+#[repr(C)]
+pub struct LeasedSemaphore<const SLOTS: usize = DEFAULT_SLOTS> {
+    /// Kind::LeasedSemaphore; `aux` = SLOTS.
+    header: ObjectHeader,
+    /// The table lock.
+    lock: RawRobustMutex,
+    /// Total permits (fixed at init).
+    capacity: AtomicU32,
+    /// Futex word: bumped (under the lock) whenever permits may have become available.
+    generation: AtomicU32,
+    /// Waiters registered (under the lock) as about to sleep on `generation`.
+    waiters: AtomicU32,
+    _reserved: AtomicU32,
+    slots: [LeaseSlot; SLOTS],
+}
+
+#[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "64"))]
+static_assertions::assert_eq_size!(LeasedSemaphore, [u8; 1640]);
+#[cfg(not(shmsync_loom))]
+static_assertions::const_assert_eq!(core::mem::align_of::<LeasedSemaphore>(), 8);
+
+/// A permit held under a lease. Dropping it returns the permit (and wakes a waiter);
+/// [`forget`](Permit::forget) keeps the lease recorded until its holder dies and the
+/// permit is reclaimed.
+#[must_use = "dropping a Permit releases it at once"]
+pub struct Permit<'a, const SLOTS: usize = DEFAULT_SLOTS> {
+    sem: &'a LeasedSemaphore<SLOTS>,
+    slot: u32,
+    identity: ProcessIdentity,
+    /// The process that acquired it: a fork child's copy never releases.
+    owner_pid: u32,
+}
+
+/// What [`LeasedSemaphore::reclaim_dead`] took back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reclaimed {
+    /// Each dead holder and the permits it held, now available again.
+    pub holders: Vec<(ProcessIdentity, u32)>,
+}
+
+impl Reclaimed {
+    /// The total number of permits reclaimed.
+    pub fn permits(&self) -> u64 {
+        self.holders.iter().map(|&(_, n)| u64::from(n)).sum()
+    }
+}
+
+/// One recorded lease, as [`LeasedSemaphore::leases`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// The holding process.
+    pub identity: ProcessIdentity,
+    /// Permits it holds.
+    pub permits: u32,
+    /// Whether it still runs (checked after the table lock was released).
+    pub liveness: Liveness,
+}
+
+/// The table lock, held; unlocks (and then wakes, if asked) on drop. `!Send`: a
+/// pthread mutex must be unlocked by the thread that locked it.
+struct Table<'a, const SLOTS: usize> {
+    sem: &'a LeasedSemaphore<SLOTS>,
+    /// Waiters to wake on `generation` after unlocking.
+    wake: u32,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<const SLOTS: usize> Drop for Table<'_, SLOTS> {
+    fn drop(&mut self) {
+        // SAFETY: a `Table` exists only while this thread holds the lock (made by
+        // `lock_table`), and it borrows nothing protected by the lock beyond this call.
+        // The only failure is EPERM for a lock we do not hold, which cannot happen here;
+        // nothing can be done about it in Drop anyway.
+        let _ = unsafe { self.sem.lock.unlock() };
+        if self.wake > 0 {
+            futex_impl::wake(&self.sem.generation, self.wake);
+        }
+    }
+}
+
+impl<const SLOTS: usize> Table<'_, SLOTS> {
+    /// Permits currently leased.
+    fn in_use(&self) -> u64 {
+        self.sem.slots.iter().map(|s| u64::from(s.count())).sum()
+    }
+
+    /// Permits available: capacity minus leased (0 if a corrupt table says more are
+    /// leased than exist).
+    fn available(&self) -> u64 {
+        u64::from(self.sem.capacity()).saturating_sub(self.in_use())
+    }
+
+    /// Records one more permit for `id`: its existing slot, else a free one.
+    fn claim(&self, id: &ProcessIdentity) -> Result<usize> {
+        let mut free = None;
+        for (i, s) in self.sem.slots.iter().enumerate() {
+            let c = s.count();
+            if c > 0 && s.identity() == *id {
+                s.commit(c + 1);
+                return Ok(i);
+            }
+            if c == 0 && free.is_none() {
+                free = Some(i);
+            }
+        }
+        let i = free.ok_or(Error::Full("lease table"))?;
+        let s = &self.sem.slots[i];
+        s.set_identity(id);
+        s.commit(1);
+        Ok(i)
+    }
+
+    /// Marks that permits may have become available: bumps `generation` and asks for
+    /// `n` waiters to be woken after unlocking (if any are registered).
+    fn notify(&mut self, n: u32) {
+        // Relaxed (both): under the table lock. The futex compare of a waiter that read
+        // the old generation under the lock is ordered by the kernel (or the loom
+        // model's queue lock) against the FUTEX_WAKE made after our unlock.
+        let g = self.sem.generation.load(Ordering::Relaxed);
+        self.sem
+            .generation
+            .store(g.wrapping_add(1), Ordering::Relaxed);
+        if self.waiters() > 0 {
+            self.wake = self.wake.max(n);
+        }
+    }
+
+    fn waiters(&self) -> u32 {
+        // Relaxed: under the table lock.
+        self.sem.waiters.load(Ordering::Relaxed)
+    }
+
+    fn set_waiters(&self, n: u32) {
+        // Relaxed: under the table lock.
+        self.sem.waiters.store(n, Ordering::Relaxed);
+    }
+}
+
+fn lock_error(e: RawLockError) -> Error {
+    let errno = match e {
+        RawLockError::TimedOut => return Error::TimedOut("leased semaphore table lock"),
+        RawLockError::WouldBlock => libc::EBUSY,
+        RawLockError::Deadlock => libc::EDEADLK,
+        RawLockError::NotRecoverable => libc::ENOTRECOVERABLE,
+        RawLockError::Os(e) => e,
+    };
+    Error::from_errno("pthread_mutex_lock", "lease table", errno)
+}
+
+impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
+    /// Places a leased semaphore with `capacity` permits (all available) at `ptr`.
+    ///
+    /// Fails with [`Error::Misaligned`] for a null or misaligned `ptr`,
+    /// [`Error::InvalidArgument`] if `capacity > i32::MAX` or `SLOTS` is 0 or above
+    /// `u32::MAX`, and [`Error::Os`] if the robust mutex cannot be initialized.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr` is not valid for reads and writes of `size_of::<LeasedSemaphore<SLOTS>>()`
+    ///   bytes for all of `'a`, in memory that stays mapped (and is not remapped
+    ///   elsewhere in this process) for `'a`;
+    /// - any other thread or process accesses those bytes while `init_at` runs, or any
+    ///   process still uses an earlier object there.
+    #[cfg(not(shmsync_loom))]
+    pub unsafe fn init_at<'a>(
+        ptr: *mut LeasedSemaphore<SLOTS>,
+        capacity: u32,
+    ) -> Result<&'a LeasedSemaphore<SLOTS>> {
+        check_placement(ptr)?;
+        if capacity > MAX_VALUE {
+            return Err(Error::InvalidArgument(
+                "leased semaphore capacity above i32::MAX",
+            ));
+        }
+        if SLOTS == 0 || SLOTS > u32::MAX as usize {
+            return Err(Error::InvalidArgument(
+                "lease table slot count out of range",
+            ));
+        }
+        // SAFETY: `ptr` is aligned (checked) and valid for writes, and nobody else
+        // accesses it (the caller's promise). Every field after the header and the mutex
+        // is atomics whose all-zero bytes mean 0, so zero-filling them initializes them.
+        unsafe {
+            core::ptr::addr_of_mut!((*ptr).header).write(ObjectHeader::initializing_with_aux(
+                Kind::LeasedSemaphore,
+                SLOTS as u32,
+            ));
+            RawRobustMutex::init_at(core::ptr::addr_of_mut!((*ptr).lock))?;
+            let body = core::ptr::addr_of_mut!((*ptr).capacity).cast::<u8>();
+            let end = ptr
+                .cast::<u8>()
+                .add(core::mem::size_of::<LeasedSemaphore<SLOTS>>());
+            body.write_bytes(0, end.offset_from(body) as usize);
+        }
+        // SAFETY: fully initialized above; valid and mapped for 'a (caller's promise).
+        let this = unsafe { &*ptr };
+        // Relaxed: published by the Release in `publish` below.
+        this.capacity.store(capacity, Ordering::Relaxed);
+        this.header.publish();
+        Ok(this)
+    }
+
+    /// Validates the leased semaphore another process placed at `ptr`.
+    ///
+    /// Fails with [`Error::Uninitialized`] on zeroed memory, [`Error::BadMagic`] /
+    /// [`Error::WrongKind`] / [`Error::FormatMismatch`] on foreign memory or another
+    /// slot count, [`Error::PidNamespaceMismatch`] from another pid namespace, and
+    /// [`Error::Corrupt`] for an impossible capacity.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr` is not valid for reads and writes of `size_of::<LeasedSemaphore<SLOTS>>()`
+    ///   bytes for all of `'a`, in shared memory that stays mapped for `'a`;
+    /// - the bytes at `ptr` are being initialized by `init_at` concurrently.
+    #[cfg(not(shmsync_loom))]
+    pub unsafe fn attach<'a>(
+        ptr: *const LeasedSemaphore<SLOTS>,
+    ) -> Result<&'a LeasedSemaphore<SLOTS>> {
+        check_placement(ptr)?;
+        // SAFETY: aligned (checked), valid and mapped for 'a (the caller's promise); the
+        // header is all atomics, so reading it while others use the object is race-free.
+        let this = unsafe { &*ptr };
+        this.header.validate(Kind::LeasedSemaphore)?;
+        let slots = this.header.aux();
+        if slots as usize != SLOTS {
+            return Err(Error::FormatMismatch {
+                field: "lease table slots",
+                expected: SLOTS as u64,
+                found: slots.into(),
+            });
+        }
+        // SAFETY: the mutex lies inside the object (valid and mapped for 'a, caller's
+        // promise) and was initialized before the READY header we just validated.
+        unsafe { RawRobustMutex::attach(&this.lock) }?;
+        if this.capacity() > MAX_VALUE {
+            return Err(Error::Corrupt(format!(
+                "leased semaphore capacity {} above i32::MAX",
+                this.capacity()
+            )));
+        }
+        Ok(this)
+    }
+
+    /// A model-checking constructor (loom builds only).
+    #[cfg(shmsync_loom)]
+    pub fn new(capacity: u32) -> LeasedSemaphore<SLOTS> {
+        let header = ObjectHeader::initializing_with_aux(Kind::LeasedSemaphore, SLOTS as u32);
+        header.publish();
+        LeasedSemaphore {
+            header,
+            lock: RawRobustMutex::new(),
+            capacity: AtomicU32::new(capacity),
+            generation: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
+            slots: core::array::from_fn(|_| LeaseSlot::new()),
+        }
+    }
+
+    /// The header (for tools that inspect shared objects).
+    pub fn header(&self) -> &ObjectHeader {
+        &self.header
+    }
+
+    /// The table lock (for tools that inspect shared objects).
+    pub fn table_lock(&self) -> &RawRobustMutex {
+        &self.lock
+    }
+
+    /// Total permits.
+    pub fn capacity(&self) -> u32 {
+        // Relaxed: written once before the header's Release publish, which `attach`
+        // acquired (or by this process's own `init_at`).
+        self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Available permits: capacity minus the permits recorded in the table. A snapshot
+    /// read without the lock: exact when no operation runs concurrently.
+    pub fn value(&self) -> u32 {
+        // Relaxed: a diagnostic snapshot, like `Semaphore::value`.
+        let used: u64 = self
+            .slots
+            .iter()
+            .map(|s| u64::from(s.count.load(Ordering::Relaxed)))
+            .sum();
+        u64::from(self.capacity()).saturating_sub(used) as u32
+    }
+
+    /// Waiters registered as sleeping for a permit (a diagnostic snapshot; one too high
+    /// for each waiter killed while registered).
+    pub fn waiters(&self) -> u32 {
+        // Relaxed: a diagnostic snapshot.
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// Locks the table, repairing after a dead holder.
+    fn lock_table(&self, deadline: Option<Deadline>) -> Result<Table<'_, SLOTS>> {
+        let acquired = match deadline {
+            None => self.lock.lock(),
+            Some(d) => self.lock.lock_deadline(d),
+        }
+        .map_err(lock_error)?;
+        let mut table = Table {
+            sem: self,
+            wake: 0,
+            _not_send: PhantomData,
+        };
+        if acquired == Acquired::OwnerDied {
+            // A process died inside a table operation. Each operation commits with one
+            // store, so the table is consistent whatever instruction it died at; what
+            // may be missing is the wake-up of a release that committed and died before
+            // unlocking. Wake every waiter so they re-check.
+            table.notify(u32::MAX);
+            // SAFETY: this thread holds the lock (OwnerDied means acquired).
+            unsafe { self.lock.make_consistent() }.map_err(lock_error)?;
+        }
+        Ok(table)
+    }
+
+    /// Takes a permit, sleeping until one is available.
+    ///
+    /// Fails with [`Error::Full`] if this process holds no permit yet and every lease
+    /// slot is taken, and with [`Error::Os`] if this process's identity cannot be read
+    /// or the table lock fails.
+    pub fn acquire(&self) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_as(current_identity()?, None)
+    }
+
+    /// Takes a permit if one is available now (`Ok(None)` if not).
+    pub fn try_acquire(&self) -> Result<Option<Permit<'_, SLOTS>>> {
+        self.acquire_inner(current_identity()?, None, false)
+    }
+
+    /// Takes a permit, sleeping at most `timeout`; [`Error::TimedOut`] after that.
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_as(current_identity()?, Some(Deadline::after(timeout)))
+    }
+
+    /// Takes a permit, sleeping until `deadline` at the latest; [`Error::TimedOut`]
+    /// after that. A past deadline still takes an available permit.
+    pub fn acquire_deadline(&self, deadline: Instant) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_as(current_identity()?, Some(Deadline::from_instant(deadline)))
+    }
+
+    /// Acquires under an explicit identity (tests and models: a "process" whose
+    /// liveness the test controls). Not part of the stable API.
+    #[doc(hidden)]
+    pub fn acquire_as(
+        &self,
+        identity: ProcessIdentity,
+        deadline: Option<Deadline>,
+    ) -> Result<Permit<'_, SLOTS>> {
+        match self.acquire_inner(identity, deadline, true)? {
+            Some(p) => Ok(p),
+            None => Err(Error::TimedOut("leased semaphore permit")),
+        }
+    }
+
+    /// As [`try_acquire`](Self::try_acquire) under an explicit identity. Not part of
+    /// the stable API.
+    #[doc(hidden)]
+    pub fn try_acquire_as(&self, identity: ProcessIdentity) -> Result<Option<Permit<'_, SLOTS>>> {
+        self.acquire_inner(identity, None, false)
+    }
+
+    /// `Ok(None)`: not blocking and none available, or the deadline passed.
+    fn acquire_inner(
+        &self,
+        identity: ProcessIdentity,
+        deadline: Option<Deadline>,
+        block: bool,
+    ) -> Result<Option<Permit<'_, SLOTS>>> {
+        let mut registered = false;
+        loop {
+            // If this lock times out while we are registered, `waiters` stays one too
+            // high: later releases make a futile wake, nothing worse.
+            let mut table = self.lock_table(deadline)?;
+            if registered {
+                table.set_waiters(table.waiters().saturating_sub(1));
+            }
+            if table.available() > 0 {
+                let slot = table.claim(&identity)?;
+                if table.waiters() > 0 && table.available() > 0 {
+                    // More permits are free and others may sleep (several releases, or
+                    // a woken waiter that died before taking its permit): pass it on.
+                    table.notify(1);
+                }
+                drop(table);
+                return Ok(Some(Permit {
+                    sem: self,
+                    slot: slot as u32,
+                    identity,
+                    owner_pid: process::current_pid(),
+                }));
+            }
+            if !block || deadline.is_some_and(Deadline::has_passed) {
+                return Ok(None);
+            }
+            // Relaxed: under the table lock; see `Table::notify`.
+            let generation = self.generation.load(Ordering::Relaxed);
+            table.set_waiters(table.waiters().saturating_add(1));
+            registered = true;
+            drop(table);
+            // Any outcome (woken, generation moved on, spurious, timed out) re-checks
+            // under the lock; a timed-out wait then returns Ok(None) above unless a
+            // permit turned up meanwhile.
+            let _: WaitOutcome = futex_impl::wait(&self.generation, generation, deadline);
+        }
+    }
+
+    /// Returns one permit of `identity` recorded in `slot`. Returns whether it was
+    /// still recorded there (it is not if it was reclaimed as a dead holder's).
+    fn release(&self, slot: u32, identity: &ProcessIdentity) -> Result<bool> {
+        let mut table = self.lock_table(None)?;
+        let Some(s) = self.slots.get(slot as usize) else {
+            return Ok(false);
+        };
+        let c = s.count();
+        if c == 0 || s.identity() != *identity {
+            return Ok(false);
+        }
+        s.commit(c - 1);
+        table.notify(1);
+        Ok(true)
+    }
+
+    /// Returns the permits of every holder that is proven dead ([`Liveness::Dead`]: its
+    /// pid is gone, a zombie, or now another process; [`Liveness::Unknown`] counts as
+    /// alive). Liveness is re-checked under the table lock, so a holder is never
+    /// reclaimed on the strength of a stale reading. Wakes the waiters if anything was
+    /// reclaimed.
+    pub fn reclaim_dead(&self) -> Result<Reclaimed> {
+        self.reclaim_dead_with(|id| id.liveness() == Liveness::Dead)
+    }
+
+    /// [`reclaim_dead`](Self::reclaim_dead) with the liveness check supplied (tests and
+    /// models). Not part of the stable API.
+    #[doc(hidden)]
+    pub fn reclaim_dead_with(
+        &self,
+        mut is_dead: impl FnMut(&ProcessIdentity) -> bool,
+    ) -> Result<Reclaimed> {
+        let mut table = self.lock_table(None)?;
+        let mut reclaimed = Reclaimed::default();
+        for s in &self.slots {
+            let c = s.count();
+            if c == 0 {
+                continue;
+            }
+            let id = s.identity();
+            if is_dead(&id) {
+                s.commit(0);
+                reclaimed.holders.push((id, c));
+            }
+        }
+        if !reclaimed.holders.is_empty() {
+            table.notify(u32::MAX);
+        }
+        Ok(reclaimed)
+    }
+
+    /// Every recorded lease with its holder's liveness (for the operator tool).
+    pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        let table = self.lock_table(None)?;
+        let held: Vec<(ProcessIdentity, u32)> = self
+            .slots
+            .iter()
+            .filter(|s| s.count() > 0)
+            .map(|s| (s.identity(), s.count()))
+            .collect();
+        drop(table);
+        Ok(held
+            .into_iter()
+            .map(|(identity, permits)| LeaseInfo {
+                identity,
+                permits,
+                liveness: identity.liveness(),
+            })
+            .collect())
+    }
+}
+
+fn current_identity() -> Result<ProcessIdentity> {
+    ProcessIdentity::current().map_err(|source| Error::Os {
+        op: "read /proc/self/stat",
+        target: String::new(),
+        source,
+    })
+}
+
+impl<const SLOTS: usize> fmt::Debug for LeasedSemaphore<SLOTS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeasedSemaphore")
+            .field("capacity", &self.capacity())
+            .field("value", &self.value())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<const SLOTS: usize> Permit<'_, SLOTS> {
+    /// Keeps the lease recorded without returning the permit: it comes back only through
+    /// [`LeasedSemaphore::reclaim_dead`] once this process has died.
+    pub fn forget(self) {
+        core::mem::forget(self);
+    }
+
+    /// Returns the permit now, reporting a failure of the table lock that `Drop` would
+    /// have to ignore.
+    pub fn release(self) -> Result<()> {
+        let this = core::mem::ManuallyDrop::new(self);
+        if process::current_pid() != this.owner_pid {
+            return Ok(());
+        }
+        this.sem.release(this.slot, &this.identity).map(|_| ())
+    }
+
+    /// The identity the lease is recorded under.
+    pub fn identity(&self) -> ProcessIdentity {
+        self.identity
+    }
+}
+
+impl<const SLOTS: usize> Drop for Permit<'_, SLOTS> {
+    fn drop(&mut self) {
+        if process::current_pid() != self.owner_pid {
+            // A fork child's copy of its parent's permit: the lease is the parent's.
+            return;
+        }
+        // A failure (the table lock unusable) cannot be reported from Drop; the lease
+        // then stays recorded and is reclaimed once this process has died.
+        let _ = self.sem.release(self.slot, &self.identity);
+    }
+}
+
+impl<const SLOTS: usize> fmt::Debug for Permit<'_, SLOTS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit")
+            .field("slot", &self.slot)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}

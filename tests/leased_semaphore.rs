@@ -1,0 +1,290 @@
+//! The leased semaphore across real processes: a SIGKILLed holder's permits are
+//! reclaimed (exactly, and only a dead holder's), a reclaim wakes a blocked acquirer in
+//! another process, a reused pid is told apart by its start time, and SIGKILL at any
+//! point of acquire/release never makes the derived count drift.
+#![allow(clippy::disallowed_types)]
+mod common;
+
+use std::time::Duration;
+
+use shmsync::{Error, LeasedSemaphore, Liveness, ProcessIdentity, RawRobustMutex, Segment};
+
+#[test]
+fn child_role() {
+    common::dispatch(&[
+        ("hold", hold),
+        ("acquire_once", acquire_once),
+        ("churn", churn),
+    ]);
+}
+
+fn attach(seg: &Segment) -> &LeasedSemaphore {
+    // SAFETY: the parent placed a READY leased semaphore at offset 0; the mapping
+    // outlives the reference.
+    unsafe { LeasedSemaphore::attach(seg.as_ptr().cast()) }.unwrap()
+}
+
+/// Child: acquires `args[1]` permits and keeps them until killed.
+fn hold(args: &[String]) {
+    let seg = Segment::posix_open(&args[0]).unwrap();
+    let sem = attach(&seg);
+    for _ in 0..args[1].parse::<u32>().unwrap() {
+        sem.acquire().unwrap().forget();
+    }
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Child: blocks for one permit, returns it, exits.
+fn acquire_once(args: &[String]) {
+    let seg = Segment::posix_open(&args[0]).unwrap();
+    let sem = attach(&seg);
+    let p = sem.acquire_timeout(common::WATCHDOG).unwrap();
+    drop(p);
+}
+
+/// Child: acquires and releases as fast as it can, holding 0–2 permits, until killed.
+fn churn(args: &[String]) {
+    let seg = Segment::posix_open(&args[0]).unwrap();
+    let sem = attach(&seg);
+    loop {
+        let a = sem.acquire().unwrap();
+        let b = sem.try_acquire().unwrap();
+        drop(a);
+        drop(b);
+    }
+}
+
+fn create(seg: &Segment, capacity: u32) -> &LeasedSemaphore {
+    // SAFETY: a fresh, exclusive 4096-byte mapping (larger than the object) that
+    // outlives the reference.
+    unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), capacity) }.unwrap()
+}
+
+fn posix(name: &common::ShmName) -> Segment {
+    Segment::posix_create(name.as_str(), 4096).unwrap()
+}
+
+fn holder_pid(sem: &LeasedSemaphore, pid: i32) -> Option<(u32, Liveness)> {
+    sem.leases()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.identity.pid == pid as u32)
+        .map(|l| (l.permits, l.liveness))
+}
+
+#[test]
+fn a_killed_holders_permits_are_reclaimed_and_a_live_holders_are_not() {
+    let name = common::ShmName::new("lease");
+    let seg = posix(&name);
+    let sem = create(&seg, 4);
+    let mine = sem.acquire().unwrap();
+    let mut child = common::spawn("hold", &[name.as_str(), "2"]);
+    common::wait_until(common::WATCHDOG, "the child to hold 2 permits", || {
+        holder_pid(sem, child.pid()) == Some((2, Liveness::Alive))
+    });
+    assert_eq!(sem.value(), 1);
+    // Both alive: nothing to reclaim.
+    assert!(sem.reclaim_dead().unwrap().holders.is_empty());
+    child.kill();
+    assert_eq!(holder_pid(sem, child.pid()), Some((2, Liveness::Dead)));
+    let reclaimed = sem.reclaim_dead().unwrap();
+    assert_eq!(reclaimed.holders.len(), 1);
+    assert_eq!(reclaimed.holders[0].0.pid, child.pid() as u32);
+    assert_eq!(reclaimed.holders[0].1, 2);
+    assert_eq!(reclaimed.permits(), 2);
+    assert_eq!(sem.value(), 3);
+    // Our own lease is untouched and still ours to release.
+    assert_eq!(
+        holder_pid(sem, std::process::id() as i32),
+        Some((1, Liveness::Alive))
+    );
+    drop(mine);
+    assert_eq!(sem.value(), 4);
+    assert!(sem.leases().unwrap().is_empty());
+}
+
+#[test]
+fn a_reclaim_wakes_an_acquirer_blocked_in_another_process() {
+    let name = common::ShmName::new("leasewake");
+    let seg = posix(&name);
+    let sem = create(&seg, 1);
+    let mut holder = common::spawn("hold", &[name.as_str(), "1"]);
+    common::wait_until(common::WATCHDOG, "the holder", || sem.value() == 0);
+    let mut waiter = common::spawn("acquire_once", &[name.as_str()]);
+    common::wait_until(common::WATCHDOG, "the waiter to sleep", || {
+        sem.waiters() == 1
+    });
+    holder.kill();
+    assert_eq!(sem.reclaim_dead().unwrap().permits(), 1);
+    waiter.expect_success(common::WATCHDOG);
+    assert_eq!((sem.value(), sem.waiters()), (1, 0));
+}
+
+#[test]
+fn a_reused_pid_is_told_apart_by_start_time() {
+    let seg = Segment::anonymous(4096).unwrap();
+    // SAFETY: fresh, exclusive mapping that outlives `sem`.
+    let sem: &LeasedSemaphore =
+        unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 5) }.unwrap();
+    let me = ProcessIdentity::current().unwrap();
+    // An earlier process that had our pid: same pid, other start time.
+    let ghost = ProcessIdentity {
+        start_time: me.start_time.wrapping_sub(1),
+        ..me
+    };
+    // A holder in another pid namespace: its liveness cannot be checked from here.
+    let foreign = ProcessIdentity {
+        pid_ns: me.pid_ns ^ 1,
+        ..me
+    };
+    sem.acquire_as(ghost, None).unwrap().forget();
+    sem.acquire_as(ghost, None).unwrap().forget();
+    sem.acquire_as(foreign, None).unwrap().forget();
+    let real = sem.acquire().unwrap();
+    assert_eq!(sem.leases().unwrap().len(), 3);
+    assert_eq!(sem.value(), 1);
+    let reclaimed = sem.reclaim_dead().unwrap();
+    assert_eq!(reclaimed.holders, vec![(ghost, 2)]);
+    let leases = sem.leases().unwrap();
+    assert_eq!(leases.len(), 2);
+    assert!(leases
+        .iter()
+        .any(|l| l.identity == me && l.liveness == Liveness::Alive));
+    assert!(leases
+        .iter()
+        .any(|l| l.identity == foreign && l.liveness == Liveness::Unknown));
+    assert_eq!(sem.value(), 3);
+    drop(real);
+    assert_eq!(sem.value(), 4);
+}
+
+#[test]
+fn threads_of_one_process_share_one_lease() {
+    let seg = Segment::anonymous(4096).unwrap();
+    // SAFETY: fresh, exclusive mapping that outlives `sem`.
+    let sem: &LeasedSemaphore =
+        unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 2) }.unwrap();
+    let _w = common::Watchdog::new(common::WATCHDOG, "threads sharing a lease");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..300 {
+                    let p = sem.acquire().unwrap();
+                    assert!(sem.leases().unwrap().len() == 1);
+                    drop(p);
+                }
+            });
+        }
+    });
+    assert_eq!(sem.value(), 2);
+    assert!(sem.leases().unwrap().is_empty());
+    // A permit moved to another thread is still released by this process.
+    let p = sem.acquire().unwrap();
+    std::thread::spawn(move || drop(p)).join().unwrap();
+    assert_eq!(sem.value(), 2);
+}
+
+#[test]
+fn timeouts_try_and_a_full_table() {
+    let seg = Segment::anonymous(4096).unwrap();
+    // SAFETY: fresh, exclusive mapping that outlives `sem`.
+    let sem: &LeasedSemaphore<2> =
+        unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 3) }.unwrap();
+    let id = |pid| ProcessIdentity {
+        pid,
+        _pad: 0,
+        start_time: 1,
+        pid_ns: 1,
+    };
+    let a = sem.acquire_as(id(1), None).unwrap();
+    let b = sem.acquire_as(id(2), None).unwrap();
+    // Two slots, both in use by other holders: a third holder finds the table full.
+    assert!(matches!(
+        sem.acquire_as(id(3), None),
+        Err(Error::Full("lease table"))
+    ));
+    let c = sem.acquire_as(id(2), None).unwrap();
+    assert_eq!(sem.value(), 0);
+    assert!(sem.try_acquire_as(id(1)).unwrap().is_none());
+    let t = std::time::Instant::now();
+    assert!(matches!(
+        sem.acquire_timeout(Duration::from_millis(20)),
+        Err(Error::TimedOut(_))
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(20));
+    assert!(matches!(
+        sem.acquire_timeout(Duration::ZERO),
+        Err(Error::TimedOut(_))
+    ));
+    assert_eq!(sem.waiters(), 0);
+    drop((a, b, c));
+    assert_eq!(sem.value(), 3);
+    let past = std::time::Instant::now() - Duration::from_secs(1);
+    drop(sem.acquire_deadline(past).unwrap());
+    drop(sem.acquire_timeout(Duration::MAX).unwrap());
+    assert_eq!(sem.value(), 3);
+}
+
+#[test]
+fn attach_validates_the_header() {
+    let seg = Segment::anonymous(8192).unwrap();
+    // SAFETY: every pointer below is in bounds of the 8192-byte mapping (or misaligned,
+    // which is reported before any access), and the mapping outlives the test.
+    unsafe {
+        let zero = LeasedSemaphore::<64>::attach(seg.as_ptr().cast());
+        assert!(matches!(zero, Err(Error::Uninitialized { .. })), "{zero:?}");
+        RawRobustMutex::init_at(seg.as_ptr().cast()).unwrap();
+        let mutex = LeasedSemaphore::<64>::attach(seg.as_ptr().cast());
+        assert!(matches!(mutex, Err(Error::WrongKind { .. })), "{mutex:?}");
+        let at = seg.as_ptr().add(4096).cast();
+        LeasedSemaphore::<64>::init_at(at, 1).unwrap();
+        assert!(LeasedSemaphore::<64>::attach(at).is_ok());
+        let other = LeasedSemaphore::<8>::attach(at.cast());
+        assert!(
+            matches!(
+                other,
+                Err(Error::FormatMismatch {
+                    field: "lease table slots",
+                    expected: 8,
+                    found: 64
+                })
+            ),
+            "{other:?}"
+        );
+        let odd = LeasedSemaphore::<64>::attach(seg.as_ptr().add(4).cast());
+        assert!(matches!(odd, Err(Error::Misaligned { .. })));
+        let big = LeasedSemaphore::<64>::init_at(at, u32::MAX);
+        assert!(matches!(big, Err(Error::InvalidArgument(_))));
+    }
+}
+
+#[test]
+fn sigkill_during_acquire_and_release_never_makes_the_count_drift() {
+    const CAPACITY: u32 = 3;
+    let name = common::ShmName::new("leasekill");
+    let seg = posix(&name);
+    let sem = create(&seg, CAPACITY);
+    for round in 0..6u64 {
+        let mut children: Vec<_> = (0..2)
+            .map(|_| common::spawn("churn", &[name.as_str()]))
+            .collect();
+        common::wait_until(common::WATCHDOG, "the churners to start", || {
+            sem.leases().unwrap().len() == 2
+        });
+        // Kill at a varying point in their loops, sometimes inside the table lock.
+        std::thread::sleep(Duration::from_micros(300 + round * 1700));
+        for c in &mut children {
+            c.kill();
+        }
+        let _w = common::Watchdog::new(common::WATCHDOG, "reclaim after SIGKILL");
+        sem.reclaim_dead().unwrap();
+        assert_eq!(sem.value(), CAPACITY, "round {round}: the count drifted");
+        assert!(sem.leases().unwrap().is_empty());
+        // The table still works (including after an owner-died table lock).
+        let p = sem.acquire_timeout(common::WATCHDOG).unwrap();
+        assert_eq!(sem.value(), CAPACITY - 1);
+        drop(p);
+    }
+}
