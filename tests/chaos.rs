@@ -27,7 +27,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shmsync::region::{Location, RegionOptions};
-use shmsync::{Condvar, LockError, MutexGuard, OwnerDiedGuard, Region, RobustMutex};
+use shmsync::{
+    Condvar, Deadline, LeasedSemaphore, Liveness, LockError, MutexGuard, OwnerDiedGuard, Region,
+    RobustMutex, SeqLock,
+};
 
 /// Exit code of a child whose own check failed (its panic hook `_exit`s with it).
 const CHILD_FAILED: i32 = 99;
@@ -46,6 +49,9 @@ fn child_role() {
         ("producer", producer),
         ("consumer", consumer),
         ("racer", racer),
+        ("permit_worker", permit_worker),
+        ("seq_writer", seq_writer),
+        ("seq_reader", seq_reader),
     ]);
 }
 
@@ -100,7 +106,13 @@ struct Plan {
 
 impl Plan {
     fn new(scenario: &'static str, default_rounds: u64) -> Plan {
-        let seed = env_u64("SHMSYNC_CHAOS_SEED").unwrap_or_else(|| {
+        Plan::with_seed(scenario, default_rounds, None)
+    }
+
+    /// A plan with `seed` unless `SHMSYNC_CHAOS_SEED` is set (a second part of one test
+    /// reuses the first part's seed, so one printed seed replays the whole test).
+    fn with_seed(scenario: &'static str, default_rounds: u64, seed: Option<u64>) -> Plan {
+        let seed = env_u64("SHMSYNC_CHAOS_SEED").or(seed).unwrap_or_else(|| {
             let t = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .unwrap()
@@ -174,7 +186,10 @@ impl Plan {
         let start = Instant::now();
         while !cond() {
             if start.elapsed() > timeout {
-                self.fail(region, &format!("hang: {what} not reached within {timeout:?}"));
+                self.fail(
+                    region,
+                    &format!("hang: {what} not reached within {timeout:?}"),
+                );
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -594,7 +609,7 @@ fn mutex_worker(args: &[String]) {
 #[test]
 #[ignore = "stress: run by scripts/test.sh in release"]
 fn stress_chaos_mutexes() {
-    let mut plan = Plan::new("mutexes", 40);
+    let mut plan = Plan::new("mutexes", 100);
     let procs = plan.procs();
     let threads = env_u64("SHMSYNC_CHAOS_THREADS").unwrap_or(4).max(1);
     let mut rng = plan.rng();
@@ -795,7 +810,9 @@ impl<'r> QueueRefs<'r> {
         match self.m.lock_timeout(bound) {
             Ok(g) => Ok(g),
             Err(LockError::OwnerDied(g)) => self.recovered(g),
-            Err(LockError::TimedOut) => Err(format!("hang: queue lock not acquired within {bound:?}")),
+            Err(LockError::TimedOut) => {
+                Err(format!("hang: queue lock not acquired within {bound:?}"))
+            }
             Err(e) => Err(format!("queue lock: {e:?}")),
         }
     }
@@ -963,7 +980,6 @@ fn queue_scenario(plan: &mut Plan, storm: Option<&Storm>) -> QueueFigures {
     fig.rollbacks = g.rollbacks;
     assert_eq!(fig.produced, fig.consumed + fig.queued, "accounting");
     drop(g);
-    drop(q);
     drop(region);
     drop(name);
     assert_no_leftovers();
@@ -973,7 +989,7 @@ fn queue_scenario(plan: &mut Plan, storm: Option<&Storm>) -> QueueFigures {
 #[test]
 #[ignore = "stress: run by scripts/test.sh in release"]
 fn stress_chaos_condvar() {
-    let mut plan = Plan::new("condvar", 30);
+    let mut plan = Plan::new("condvar", 80);
     let f = queue_scenario(&mut plan, None);
     eprintln!(
         "chaos condvar RESULT: seed {:#x}, {} rounds in {:.1} s, {} kills, produced {} = consumed {} + queued {} \
@@ -994,26 +1010,34 @@ fn stress_chaos_condvar() {
 #[test]
 #[ignore = "stress: run by scripts/test.sh in release"]
 fn stress_chaos_signals() {
-    let mut plan = Plan::new("signals", 20);
+    let mut plan = Plan::new("signals", 40);
     let storm = Storm::start();
     let f = queue_scenario(&mut plan, Some(&storm));
+    let queue_rounds = plan.round;
+    let mut plan2 = Plan::with_seed("signals-semaphore", 25, Some(plan.seed));
+    let p = permit_scenario(&mut plan2, Some(&storm));
     let sent = storm.sent();
     drop(storm);
     assert!(sent > 0, "the storm sent no signal");
     eprintln!(
-        "chaos signals RESULT (queue under a SIGUSR1 storm, no SA_RESTART): seed {:#x}, {} rounds in {:.1} s, \
-         {} SIGUSR1 sent, {} kills, produced {} = consumed {} + queued {} (exact), {} OwnerDied recoveries, \
-         {} rolled-back updates, 0 errors surfaced, 0 hangs",
+        "chaos signals RESULT (SIGUSR1 storm every ~100 us, no SA_RESTART): seed {:#x}, {} s, {} SIGUSR1 sent; \
+         queue: {} rounds, {} kills, produced {} = consumed {} + queued {} (exact), {} OwnerDied recoveries, \
+         {} rolled-back updates; leased semaphore: {} rounds, {} kills, {} permits reclaimed, {} exact checks; \
+         0 errors surfaced, 0 hangs",
         plan.seed,
-        plan.round,
-        plan.elapsed(),
+        plan.elapsed() as u64,
         sent,
+        queue_rounds,
         f.kills,
         f.produced,
         f.consumed,
         f.queued,
         f.owner_died,
-        f.rollbacks
+        f.rollbacks,
+        plan2.round,
+        p.kills,
+        p.reclaimed,
+        p.checks
     );
 }
 
@@ -1087,7 +1111,7 @@ fn racer(args: &[String]) {
 #[test]
 #[ignore = "stress: run by scripts/test.sh in release"]
 fn stress_chaos_region() {
-    let mut plan = Plan::new("region", 25);
+    let mut plan = Plan::new("region", 60);
     let racers = plan.procs() * 2;
     let mut rng = plan.rng();
     let (mut failpoint_kills, mut random_kills, mut late_kills, mut finished) = (0u64, 0, 0, 0);
@@ -1095,9 +1119,10 @@ fn stress_chaos_region() {
         let name = common::ShmName::new("chaos-rg");
         let loc = Location::parse(name.as_str()).unwrap();
         let _watchdog = plan.watchdog(&loc);
-        let at = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_millis(30))
-            .as_nanos()
-            .to_string();
+        let at = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+            + Duration::from_millis(30))
+        .as_nanos()
+        .to_string();
         // One racer (most rounds) stops at a failpoint if it gets there; one other is
         // killed at a random moment around the start.
         let fp_racer = (rng.below(4) != 0).then(|| rng.index(racers));
@@ -1124,7 +1149,7 @@ fn stress_chaos_region() {
             .collect();
         let mut killed = vec![false; racers];
         start_at(&at);
-        std::thread::sleep(rng.micros(4000));
+        std::thread::sleep(rng.micros(2000));
         if kids[victim].try_wait().is_none() {
             kids[victim].kill();
             random_kills += 1;
@@ -1134,9 +1159,12 @@ fn stress_chaos_region() {
         }
         if let Some(i) = fp_racer {
             // It either reaches the failpoint (it was the initializer) or finishes.
-            plan.wait_for(None, CHECK_BOUND, "the failpoint racer to stop or finish", || {
-                marker.path().exists() || kids[i].try_wait().is_some()
-            });
+            plan.wait_for(
+                None,
+                CHECK_BOUND,
+                "the failpoint racer to stop or finish",
+                || marker.path().exists() || kids[i].try_wait().is_some(),
+            );
             if marker.path().exists() {
                 kids[i].kill();
                 failpoint_kills += 1;
@@ -1164,7 +1192,10 @@ fn stress_chaos_region() {
                         ..RegionOptions::default()
                     },
                 );
-                plan.fail(region.as_ref().ok(), &format!("surviving racer {i} failed: {status:?}"));
+                plan.fail(
+                    region.as_ref().ok(),
+                    &format!("surviving racer {i} failed: {status:?}"),
+                );
             }
             ok += 1;
         }
@@ -1174,16 +1205,27 @@ fn stress_chaos_region() {
         if !region.is_ready() {
             plan.fail(Some(&region), "region not READY");
         }
-        let mut names: Vec<String> = region.entries().unwrap().into_iter().map(|e| e.name).collect();
+        let mut names: Vec<String> = region
+            .entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
         names.sort();
         let mut expected: Vec<String> = RACE_OBJECTS.iter().map(|s| s.to_string()).collect();
         expected.sort();
         if names != expected {
-            plan.fail(Some(&region), &format!("objects {names:?}, expected {expected:?}"));
+            plan.fail(
+                Some(&region),
+                &format!("objects {names:?}, expected {expected:?}"),
+            );
         }
         let (claim, liveness) = region.claim_holder();
         if claim != 0 && liveness != shmsync::Liveness::Dead {
-            plan.fail(Some(&region), "table claim held by a live process after the race");
+            plan.fail(
+                Some(&region),
+                "table claim held by a live process after the race",
+            );
         }
         region.get::<Condvar>("cv").unwrap();
         let count = match region
@@ -1210,7 +1252,9 @@ fn stress_chaos_region() {
         if a < ok || a > ok + killed_n || count < ok || count > ok + killed_n {
             plan.fail(
                 Some(&region),
-                &format!("{ok} racers finished, {killed_n} killed, but pair.a = {a}, count = {count}"),
+                &format!(
+                    "{ok} racers finished, {killed_n} killed, but pair.a = {a}, count = {count}"
+                ),
             );
         }
         drop(region);
@@ -1229,4 +1273,465 @@ fn stress_chaos_region() {
         finished
     );
     assert_no_leftovers();
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario 3: leased semaphore permits, holders killed, reclaim_dead
+// ---------------------------------------------------------------------------------------
+
+const PERMITS: u32 = 4;
+
+/// Child: two threads acquire permits (timed or try), hold them a moment, and release
+/// them — or, now and then, `forget` them (leaked until this process dies and the
+/// permit is reclaimed).
+fn permit_worker(args: &[String]) {
+    child_setup();
+    let region = open_region(&args[0]);
+    let seed: u64 = args[1].parse().unwrap();
+    join_storm(&args[2]);
+    let sem = region.get::<LeasedSemaphore>("permits").expect("permits");
+    bump(region.get::<RobustMutex<u64>>("ready").unwrap());
+    std::thread::scope(|s| {
+        for t in 0..2u64 {
+            s.spawn(move || {
+                let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9));
+                loop {
+                    let permit = if rng.below(4) == 0 {
+                        sem.try_acquire().expect("try_acquire")
+                    } else {
+                        match sem.acquire_timeout(rng.micros(3000)) {
+                            Ok(p) => Some(p),
+                            Err(shmsync::Error::TimedOut(_)) => None,
+                            Err(e) => panic!("acquire_timeout: {e}"),
+                        }
+                    };
+                    if let Some(p) = permit {
+                        spin(rng.below(3000));
+                        if rng.below(64) == 0 {
+                            p.forget();
+                        } else {
+                            p.release().expect("release");
+                        }
+                    }
+                    spin(rng.below(500));
+                }
+            });
+        }
+    });
+}
+
+/// `/proc/<pid>/stat`'s state letter.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+struct PermitFigures {
+    kills: u64,
+    reclaimed: u64,
+    dead_holders: u64,
+    checks: u64,
+}
+
+/// Workers killed at random; after each kill `reclaim_dead`. Every round the live
+/// workers are frozen (SIGSTOP, none inside the table lock), dead holders reclaimed, and
+/// then exactly: value + permits leased to live workers == capacity, and every lease
+/// belongs to a live worker. At the end of a round everyone is killed and the value must
+/// be back to the capacity.
+fn permit_scenario(plan: &mut Plan, storm: Option<&Storm>) -> PermitFigures {
+    let procs = plan.procs() + 1;
+    let mut rng = plan.rng();
+    let name = common::ShmName::new("chaos-sem");
+    let loc = Location::parse(name.as_str()).unwrap();
+    let region = Region::create(&loc, REGION_SIZE).unwrap();
+    let sem = region
+        .get_or_init::<LeasedSemaphore>("permits", PERMITS)
+        .unwrap();
+    let ready = region.get_or_init::<RobustMutex<u64>>("ready", 0).unwrap();
+    let mut fig = PermitFigures {
+        kills: 0,
+        reclaimed: 0,
+        dead_holders: 0,
+        checks: 0,
+    };
+    let reclaim = |plan: &Plan, fig: &mut PermitFigures| {
+        let r = sem
+            .reclaim_dead()
+            .unwrap_or_else(|e| plan.fail(Some(&region), &format!("reclaim_dead: {e}")));
+        fig.reclaimed += r.permits();
+        fig.dead_holders += r.holders.len() as u64;
+    };
+
+    while plan.next_round() {
+        let _watchdog = plan.watchdog(&loc);
+        let spawn = |rng: &mut Rng| {
+            start_worker(
+                "permit_worker",
+                &[name.as_str(), &rng.next().to_string()],
+                storm,
+            )
+        };
+        let r0 = read_counter(plan, &region, ready);
+        let mut kids: Vec<Worker> = (0..procs).map(|_| spawn(&mut rng)).collect();
+        plan.wait_for(Some(&region), CHECK_BOUND, "workers attached", || {
+            read_counter(plan, &region, ready) >= r0 + procs as u64
+        });
+        for _ in 0..1 + rng.below(3) {
+            std::thread::sleep(rng.micros(8000));
+            let i = rng.index(kids.len());
+            kill_worker(plan, Some(&region), &mut kids[i], storm);
+            fig.kills += 1;
+            reclaim(plan, &mut fig);
+            kids[i] = spawn(&mut rng);
+        }
+        std::thread::sleep(rng.micros(5000));
+        // Kill one more and freeze the rest, outside the table lock.
+        let i = rng.index(kids.len());
+        kill_worker(plan, Some(&region), &mut kids[i], storm);
+        fig.kills += 1;
+        let live: Vec<i32> = kids
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, k)| k.child.pid())
+            .collect();
+        let mut frozen = false;
+        for _ in 0..1000 {
+            for &pid in &live {
+                // SAFETY: our own unreaped children.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+            }
+            plan.wait_for(Some(&region), CHECK_BOUND, "workers to stop", || {
+                // Stopped ('T'), or dead on its own ('Z': reported when it is killed).
+                live.iter()
+                    .all(|&p| matches!(proc_state(p), Some('T' | 'Z') | None))
+            });
+            if !matches!(
+                sem.table_lock().state(),
+                shmsync::MutexState::Locked {
+                    owner: Liveness::Alive,
+                    ..
+                }
+            ) {
+                frozen = true;
+                break;
+            }
+            for &pid in &live {
+                // SAFETY: our own unreaped children.
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+            }
+            std::thread::sleep(rng.micros(200));
+        }
+        if !frozen {
+            plan.fail(
+                Some(&region),
+                "could not freeze the workers outside the table lock",
+            );
+        }
+        reclaim(plan, &mut fig);
+        let leases = sem
+            .leases()
+            .unwrap_or_else(|e| plan.fail(Some(&region), &format!("leases: {e}")));
+        let leased: u64 = leases.iter().map(|l| u64::from(l.permits)).sum();
+        let value = u64::from(sem.value());
+        let stray: Vec<_> = leases
+            .iter()
+            .filter(|l| !live.contains(&(l.identity.pid as i32)) || l.liveness != Liveness::Alive)
+            .collect();
+        if value + leased != u64::from(PERMITS) || !stray.is_empty() {
+            plan.fail(
+                Some(&region),
+                &format!(
+                    "value {value} + leased to live workers {leased} != {PERMITS}, or leases of \
+                     processes that are not live workers: {stray:?} (all: {leases:?})"
+                ),
+            );
+        }
+        fig.checks += 1;
+        for &pid in &live {
+            // SAFETY: our own unreaped children.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+        }
+        std::thread::sleep(rng.micros(3000));
+        for k in &mut kids {
+            if k.child.try_wait().is_none() {
+                kill_worker(plan, Some(&region), k, storm);
+                fig.kills += 1;
+            }
+        }
+        reclaim(plan, &mut fig);
+        let (value, leases) = (sem.value(), sem.leases().unwrap_or_default());
+        if value != PERMITS || !leases.is_empty() {
+            plan.fail(
+                Some(&region),
+                &format!("everyone dead and reclaimed, yet value {value} of {PERMITS}, leases {leases:?}"),
+            );
+        }
+    }
+    drop(region);
+    drop(name);
+    assert_no_leftovers();
+    fig
+}
+
+#[test]
+#[ignore = "stress: run by scripts/test.sh in release"]
+fn stress_chaos_semaphore() {
+    let mut plan = Plan::new("semaphore", 60);
+    let f = permit_scenario(&mut plan, None);
+    eprintln!(
+        "chaos semaphore RESULT: seed {:#x}, {} rounds in {:.1} s, {} kills, {} permits reclaimed from {} dead \
+         holders, {} frozen checks value + live leases == {PERMITS} (exact), 0 hangs",
+        plan.seed,
+        plan.round,
+        plan.elapsed(),
+        f.kills,
+        f.reclaimed,
+        f.dead_holders,
+        f.checks
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenario 4: seqlock writers killed mid-write, readers checksum every read
+// ---------------------------------------------------------------------------------------
+
+/// The seqlock's value: a version, 13 words derived from it, and a checksum over all.
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct Rec {
+    version: u64,
+    words: [u64; 13],
+    writer: u64,
+    check: u64,
+}
+
+impl Rec {
+    fn sum(&self) -> u64 {
+        let mut h = self.version ^ 0x5eed;
+        for w in self.words.iter().chain([&self.writer]) {
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+
+    fn next(&mut self, writer: u64) {
+        self.version += 1;
+        for (i, w) in self.words.iter_mut().enumerate() {
+            *w = self.version.wrapping_mul(i as u64 + 3) ^ writer;
+        }
+        self.writer = writer;
+        self.check = self.sum();
+    }
+
+    fn valid(&self) -> bool {
+        self.check == self.sum()
+    }
+}
+
+/// Reader statistics (readers publish them now and then).
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+struct ReadStats {
+    reads: u64,
+    max_version: u64,
+}
+
+fn add_stats(m: &RobustMutex<ReadStats>, reads: u64, version: u64) {
+    let mut g = match m.lock_timeout(CHILD_BOUND) {
+        Ok(g) => g,
+        Err(LockError::OwnerDied(g)) => g.make_consistent(),
+        Err(e) => panic!("stats: {e}"),
+    };
+    g.reads += reads;
+    g.max_version = g.max_version.max(version);
+}
+
+/// Child: writes forever (read-modify-write of the record); now and then stops halfway
+/// through a write (`__test_write_partial`) and SIGKILLs itself.
+fn seq_writer(args: &[String]) {
+    child_setup();
+    let region = open_region(&args[0]);
+    let mut rng = Rng(args[1].parse().unwrap());
+    let seq = region.get::<SeqLock<Rec>>("rec").expect("rec");
+    let committed = region.get::<RobustMutex<ReadStats>>("committed").unwrap();
+    let me = u64::from(std::process::id());
+    loop {
+        if rng.below(400) == 0 {
+            let mut torn = seq.read();
+            torn.next(me);
+            torn.check ^= 1;
+            let words = rng.index(core::mem::size_of::<Rec>() / 8);
+            seq.__test_write_partial(torn, words)
+                .expect("partial write");
+            // SAFETY: kill(getpid()) is always safe; we die holding the writer lock.
+            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        }
+        let mut version = 0;
+        let outcome = seq
+            .write_deadline(Deadline::after(CHILD_BOUND), |r| {
+                r.next(me);
+                version = r.version;
+            })
+            .expect("write");
+        if outcome.repaired {
+            add_stats(committed, 1, version);
+        } else {
+            add_stats(committed, 0, version);
+        }
+        spin(rng.below(3000));
+    }
+}
+
+/// Child: reads forever; every read must pass its checksum and versions never go back.
+fn seq_reader(args: &[String]) {
+    child_setup();
+    let region = open_region(&args[0]);
+    let seq = region.get::<SeqLock<Rec>>("rec").expect("rec");
+    let stats = region.get::<RobustMutex<ReadStats>>("reads").unwrap();
+    bump(region.get::<RobustMutex<u64>>("ready").unwrap());
+    let (mut last, mut reads) = (0u64, 0u64);
+    loop {
+        let r = seq
+            .read_deadline(Deadline::after(CHILD_BOUND))
+            .expect("read_deadline");
+        assert!(r.valid(), "torn read: {r:?}");
+        assert!(r.version >= last, "version went back from {last}: {r:?}");
+        last = r.version;
+        reads += 1;
+        if reads % 1024 == 0 {
+            add_stats(stats, 1024, last);
+        }
+    }
+}
+
+#[test]
+#[ignore = "stress: run by scripts/test.sh in release"]
+fn stress_chaos_seqlock() {
+    let mut plan = Plan::new("seqlock", 50);
+    let procs = plan.procs();
+    let mut rng = plan.rng();
+    let name = common::ShmName::new("chaos-seq");
+    let loc = Location::parse(name.as_str()).unwrap();
+    let region = Region::create(&loc, REGION_SIZE).unwrap();
+    let mut init = Rec::default();
+    init.check = init.sum();
+    let seq = region.get_or_init::<SeqLock<Rec>>("rec", init).unwrap();
+    // `committed`: writers record each version they published (max) and, in `reads`,
+    // how many of their writes repaired a dead writer's leftovers.
+    let committed = region
+        .get_or_init::<RobustMutex<ReadStats>>("committed", ReadStats::default())
+        .unwrap();
+    let stats = region
+        .get_or_init::<RobustMutex<ReadStats>>("reads", ReadStats::default())
+        .unwrap();
+    let ready = region.get_or_init::<RobustMutex<u64>>("ready", 0).unwrap();
+    let (mut kills, mut self_kills, mut repairs, mut parent_reads) = (0u64, 0u64, 0u64, 0u64);
+    let read_stats = |m: &RobustMutex<ReadStats>| match m.lock_timeout(CHECK_BOUND) {
+        Ok(g) => *g,
+        Err(LockError::OwnerDied(g)) => *g.make_consistent(),
+        Err(e) => plan_fail_static(&format!("stats lock: {e:?}")),
+    };
+    let mut max_seen = 0u64;
+
+    while plan.next_round() {
+        let _watchdog = plan.watchdog(&loc);
+        let spawn = |role: &'static str, rng: &mut Rng| {
+            start_worker(role, &[name.as_str(), &rng.next().to_string()], None)
+        };
+        let r0 = read_counter(&plan, &region, ready);
+        let mut readers: Vec<Worker> = (0..procs).map(|_| spawn("seq_reader", &mut rng)).collect();
+        let mut writers: Vec<Worker> = (0..procs).map(|_| spawn("seq_writer", &mut rng)).collect();
+        plan.wait_for(Some(&region), CHECK_BOUND, "readers attached", || {
+            read_counter(&plan, &region, ready) >= r0 + procs as u64
+        });
+        let mut check_read = |plan: &Plan, max_seen: &mut u64| {
+            let r = seq
+                .read_deadline(Deadline::after(CHECK_BOUND))
+                .unwrap_or_else(|e| plan.fail(Some(&region), &format!("read: {e}")));
+            if !r.valid() || r.version < *max_seen {
+                plan.fail(
+                    Some(&region),
+                    &format!("torn or stale read {r:?} (seen {max_seen})"),
+                );
+            }
+            *max_seen = r.version;
+            parent_reads += 1;
+        };
+        for _ in 0..2 + rng.below(4) {
+            let until = Instant::now() + rng.micros(6000);
+            while Instant::now() < until {
+                check_read(&plan, &mut max_seen);
+            }
+            // Writers that stopped mid-write and killed themselves: replace them.
+            for w in &mut writers {
+                if w.child.try_wait().is_some() {
+                    kill_worker(&plan, Some(&region), w, None);
+                    self_kills += 1;
+                    *w = spawn("seq_writer", &mut rng);
+                }
+            }
+            let i = rng.index(writers.len());
+            kill_worker(&plan, Some(&region), &mut writers[i], None);
+            kills += 1;
+            writers[i] = spawn("seq_writer", &mut rng);
+        }
+        std::thread::sleep(rng.micros(3000));
+        for w in &mut writers {
+            let self_killed = w.child.try_wait().is_some();
+            kill_worker(&plan, Some(&region), w, None);
+            if self_killed {
+                self_kills += 1;
+            } else {
+                kills += 1;
+            }
+        }
+        // Readers never stalled: they keep reading through the repair.
+        match seq.repair(Deadline::after(CHECK_BOUND)) {
+            Ok(true) => repairs += 1,
+            Ok(false) => {}
+            Err(e) => plan.fail(Some(&region), &format!("repair: {e}")),
+        }
+        if seq.is_torn() {
+            plan.fail(Some(&region), "still torn after repair");
+        }
+        check_read(&plan, &mut max_seen);
+        let c = read_stats(committed);
+        if max_seen < c.max_version {
+            plan.fail(
+                Some(&region),
+                &format!(
+                    "after repair the value is version {max_seen}, but version {} was committed",
+                    c.max_version
+                ),
+            );
+        }
+        for r in &mut readers {
+            kill_worker(&plan, Some(&region), r, None);
+        }
+    }
+    let reads = read_stats(stats);
+    let c = read_stats(committed);
+    eprintln!(
+        "chaos seqlock RESULT: seed {:#x}, {} rounds in {:.1} s, {} writers killed at random, {} killed \
+         themselves mid-write (__test_write_partial), {} versions published, {} repairs by the next writer, \
+         {} by repair(), {} checksummed reads by reader processes (+{} by the checker), 0 torn reads, 0 hangs",
+        plan.seed,
+        plan.round,
+        plan.elapsed(),
+        kills,
+        self_kills,
+        max_seen,
+        c.reads,
+        repairs,
+        reads.reads,
+        parent_reads
+    );
+    drop(region);
+    drop(name);
+    assert_no_leftovers();
+}
+
+fn plan_fail_static(msg: &str) -> ! {
+    panic!("chaos seqlock FAILED: {msg}");
 }
