@@ -475,10 +475,10 @@ fn spin(n: u64) {
 /// Stores one step of a multi-step update. The steps must reach memory in program order,
 /// so that a process killed between two of them leaves exactly the earlier ones behind:
 /// plain stores to the guarded data may legally be merged, sunk to the unlock or
-/// reordered by the compiler (a `compiler_fence` does not stop that for memory reached
-/// through a `&mut`, and this suite caught it happening), so every step is a volatile
-/// store (volatile accesses keep their order relative to each other; x86 keeps the
-/// order of stores, and a SIGKILLed thread's retired stores still land).
+/// reordered by the compiler (nothing in the language makes a `&mut` write observable
+/// to another process before the unlock), so every step is a volatile store: volatile
+/// accesses keep their order relative to each other, x86 keeps the order of stores,
+/// and a SIGKILLed thread's retired stores still land.
 fn put(field: &mut u64, value: u64) {
     // SAFETY: `field` is a valid, aligned, exclusive reference.
     unsafe { std::ptr::write_volatile(field, value) };
