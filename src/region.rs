@@ -554,6 +554,15 @@ impl Region {
             }
             if opts.initialize {
                 if let Some(claimed) = self.try_claim()? {
+                    // Re-check under the claim: another process may have initialized
+                    // the region and released the claim between our check above and
+                    // our claim; initializing again would wipe its published table
+                    // (found by tests/chaos.rs). The claim's Acquire CAS pairs with
+                    // that process's Release, so its READY is visible here.
+                    if self.header().object.validate(Kind::Region).is_ok() {
+                        claimed.release();
+                        return self.check_header();
+                    }
                     let result = self.initialize(opts.capacity);
                     claimed.release();
                     return result;
