@@ -559,9 +559,14 @@ impl Region {
                     // our claim; initializing again would wipe its published table
                     // (found by tests/chaos.rs). The claim's Acquire CAS pairs with
                     // that process's Release, so its READY is visible here.
-                    if self.header().object.validate(Kind::Region).is_ok() {
-                        claimed.release();
-                        return self.check_header();
+                    match self.header().object.validate(Kind::Region) {
+                        Err(Error::Uninitialized { .. }) => {}
+                        Ok(()) => {
+                            claimed.release();
+                            return self.check_header();
+                        }
+                        // Someone wrote something else meanwhile: never overwrite it.
+                        Err(e) => return Err(e),
                     }
                     let result = self.initialize(opts.capacity);
                     claimed.release();
