@@ -161,6 +161,17 @@ pub struct SeqLockState {
 }
 
 impl SeqLockState {
+    /// Reads a snapshot from a seqlock's counter and writer lock.
+    fn read(seq: &AtomicU64, writer: &RawRobustMutex) -> SeqLockState {
+        // Relaxed: a diagnostic reading; nothing is read on the strength of it.
+        let seq = seq.load(Ordering::Relaxed);
+        SeqLockState {
+            version: seq >> 1,
+            writing: seq & 1 == 1,
+            writer: writer.state(),
+        }
+    }
+
     /// A writer died holding the writer lock (perhaps leaving a torn unpublished copy)
     /// and nobody has repaired it yet: readers are unaffected, and the next writer (or
     /// [`SeqLock::repair`]) repairs it.
@@ -483,13 +494,7 @@ impl<T: AnyBitPattern> SeqLock<T> {
     /// A diagnostic snapshot (version, whether a write is in progress, writer lock
     /// state) for tools; stale as soon as it is returned.
     pub fn state(&self) -> SeqLockState {
-        // Relaxed: a diagnostic reading; nothing is read on the strength of it.
-        let seq = self.seq.load(Ordering::Relaxed);
-        SeqLockState {
-            version: seq >> 1,
-            writing: seq & 1 == 1,
-            writer: self.writer.state(),
-        }
+        SeqLockState::read(&self.seq, &self.writer)
     }
 
     /// Whether a writer died and left a torn unpublished copy or an owner-died writer
@@ -875,13 +880,7 @@ impl SeqLockView {
 
     /// A diagnostic snapshot (as [`SeqLock::state`]).
     pub fn state(&self) -> SeqLockState {
-        // Relaxed: a diagnostic reading.
-        let seq = self.seq.load(Ordering::Relaxed);
-        SeqLockState {
-            version: seq >> 1,
-            writing: seq & 1 == 1,
-            writer: self.writer.state(),
-        }
+        SeqLockState::read(&self.seq, &self.writer)
     }
 
     /// Recovers after a writer died, without knowing `T`: under the writer lock, an odd

@@ -19,21 +19,9 @@ fn child_role() {
     ]);
 }
 
-/// Sleeps until the wall-clock nanosecond timestamp in `arg`, so racers start together.
-fn start_at(arg: &str) {
-    let at: u128 = arg.parse().unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    if at > now {
-        std::thread::sleep(Duration::from_nanos((at - now) as u64));
-    }
-}
-
 fn race(args: &[String]) {
     let loc = Location::parse(&args[0]).unwrap();
-    start_at(&args[1]);
+    common::start_at(&args[1]);
     let region = Region::open_or_create(&loc, SIZE).unwrap();
     let m = region.get_or_init::<RawRobustMutex>("m", ()).unwrap();
     let n = region.get_or_init::<RawRobustMutex>("n", ()).unwrap();
@@ -54,16 +42,11 @@ fn add_object(args: &[String]) {
     region.get_or_init::<RawRobustMutex>(&args[1], ()).unwrap();
 }
 
-fn soon() -> String {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_millis(300);
-    t.as_nanos().to_string()
-}
-
 #[test]
 fn racing_processes_end_with_one_region_and_one_object_each() {
     for round in 0..3 {
         let name = common::ShmName::new("race");
-        let at = soon();
+        let at = common::start_time_in(Duration::from_millis(300));
         let mut kids: Vec<_> = (0..6)
             .map(|_| common::spawn("race", &[name.as_str(), &at]))
             .collect();
