@@ -343,7 +343,14 @@ impl Condvar {
             // SeqCst: the waiter's half of the pairing explained in `bump`.
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             loom_dekker_fence();
-            let outcome = futex::wait(&self.seq, seq, deadline);
+            // Untimed sleeps are capped (see `futex::MAX_UNTIMED_SLEEP`): a notifier
+            // killed between its bump and its wake must not leave us asleep. The cap's
+            // time-out returns like a spurious wake-up: callers re-check their condition.
+            let (sleep_until, callers) = crate::futex::sleep_deadline(deadline);
+            let outcome = match futex::wait(&self.seq, seq, sleep_until) {
+                WaitOutcome::TimedOut if !callers => WaitOutcome::Woken,
+                other => other,
+            };
             // Relaxed: `sleepers` is only a hint for notifiers; every RMW reads the
             // latest value, so no registration is lost.
             self.sleepers.fetch_sub(1, Ordering::Relaxed);

@@ -111,12 +111,7 @@ impl fmt::Display for MutexState {
                     Some(pid) => format!("pid {pid} (thread {owner_tid})"),
                     None => format!("thread {owner_tid}"),
                 };
-                let live = match owner {
-                    Liveness::Alive => "alive",
-                    Liveness::Dead => "dead",
-                    Liveness::Unknown => "liveness unknown",
-                };
-                write!(f, "locked by {who} — {live}")?;
+                write!(f, "locked by {who} — {}", owner.as_str())?;
                 if inconsistent {
                     f.write_str(", repairing after owner death")?;
                 }

@@ -889,6 +889,10 @@ impl SeqLockView {
     /// and an owner-died writer lock is made consistent. Readers are never disturbed.
     /// Returns whether anything was repaired.
     pub fn recover(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
+        // A writer whose death the kernel never marked (see
+        // `RawRobustMutex::release_dead_owner`) would make the lock below time out.
+        #[cfg(target_env = "gnu")]
+        let _ = self.writer.release_dead_owner();
         let acquired = self.writer.lock_deadline(deadline)?;
         // Acquire: pairs with the Release stores of the counter by earlier writers
         // (including the dead one's odd store), so our store below publishes nothing
@@ -902,11 +906,15 @@ impl SeqLockView {
         }
         let owner_died = acquired == Acquired::OwnerDied;
         if owner_died {
-            // SAFETY: we hold the writer lock (just acquired).
+            // SAFETY: we hold the writer lock (just acquired). It can only fail with
+            // EINVAL, meaning the mutex is already consistent.
             let _ = unsafe { self.writer.make_consistent() };
         }
         // SAFETY: we hold the writer lock.
-        unsafe { self.writer.unlock() };
+        let r = unsafe { self.writer.unlock() };
+        if r != 0 {
+            return Err(SeqLockError::Lock(RawLockError::Os(r)));
+        }
         Ok(torn || owner_died)
     }
 }
