@@ -274,6 +274,7 @@ impl Condvar {
     }
 
     /// Wakes at least one waiter, if any waits (in any process).
+    #[inline]
     pub fn notify_one(&self) {
         if self.bump() > 0 {
             futex::wake(&self.seq, 1);
@@ -281,6 +282,7 @@ impl Condvar {
     }
 
     /// Wakes every waiter (in any process).
+    #[inline]
     pub fn notify_all(&self) {
         if self.bump() > 0 {
             futex::wake(&self.seq, i32::MAX as u32);
@@ -307,7 +309,7 @@ impl Condvar {
         // SeqCst: the store half of the pairing above. The sequence carries no data:
         // what a woken waiter reads is ordered by the mutex.
         self.seq.fetch_add(1, Ordering::SeqCst);
-        loom_dekker_fence();
+        crate::sync::loom_seqcst_fence();
         // SeqCst: the load half of the pairing above.
         self.sleepers.load(Ordering::SeqCst)
     }
@@ -342,7 +344,7 @@ impl Condvar {
         } else {
             // SeqCst: the waiter's half of the pairing explained in `bump`.
             self.sleepers.fetch_add(1, Ordering::SeqCst);
-            loom_dekker_fence();
+            crate::sync::loom_seqcst_fence();
             // Untimed sleeps are capped (see `futex::MAX_UNTIMED_SLEEP`): a notifier
             // killed between its bump and its wake must not leave us asleep. The cap's
             // time-out returns like a spurious wake-up: callers re-check their condition.
@@ -360,15 +362,6 @@ impl Condvar {
         let guard = mutex.lock()?;
         Ok((guard, WaitTimeoutResult(outcome == WaitOutcome::TimedOut)))
     }
-}
-
-/// Under loom, SeqCst RMWs and loads are modelled only as Acquire/Release, so the
-/// store→load order of the pairing in `Condvar::bump` is supplied by a SeqCst fence,
-/// which loom models exactly. Nothing in real builds.
-#[inline(always)]
-fn loom_dekker_fence() {
-    #[cfg(shmsync_loom)]
-    crate::sync::fence(Ordering::SeqCst);
 }
 
 impl fmt::Debug for Condvar {

@@ -485,25 +485,28 @@ fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: 
     }
     match state {
         MutexState::OwnerDied if opts.mark_consistent && !opts.dry_run => {
-            match m.try_lock() {
-                Ok(crate::Acquired::OwnerDied) => {
-                    // SAFETY: this thread holds the lock (just acquired).
-                    let consistent = unsafe { m.make_consistent() }.is_ok();
-                    // SAFETY: this thread holds the lock.
-                    unsafe { m.unlock() };
-                    if consistent {
-                        act(
-                            actions,
-                            name,
-                            "marked consistent with its data as it was".into(),
-                        );
-                    }
+            let acquired = m.try_lock();
+            if let Ok(how) = acquired {
+                // SAFETY: this thread holds the lock (just acquired). `make_consistent`
+                // fails only with EINVAL: the mutex is then already consistent.
+                let consistent =
+                    how == crate::Acquired::Clean || unsafe { m.make_consistent() }.is_ok();
+                // SAFETY: this thread holds the lock.
+                let r = unsafe { m.unlock() };
+                if r != 0 {
+                    let err = std::io::Error::from_raw_os_error(r);
+                    act(
+                        actions,
+                        name,
+                        format!("could not unlock after repair: {err}"),
+                    );
+                } else if how == crate::Acquired::OwnerDied && consistent {
+                    act(
+                        actions,
+                        name,
+                        "marked consistent with its data as it was".into(),
+                    );
                 }
-                Ok(crate::Acquired::Clean) => {
-                    // SAFETY: this thread holds the lock (just acquired).
-                    unsafe { m.unlock() };
-                }
-                Err(_) => {}
             }
         }
         MutexState::OwnerDied => act(

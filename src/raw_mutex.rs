@@ -406,6 +406,7 @@ impl RawRobustMutex {
     /// Blocks until the lock is acquired or `deadline` (absolute, `CLOCK_MONOTONIC`)
     /// passes. A lock that is free is acquired even if the deadline has passed; a
     /// held lock with a past deadline gives [`RawLockError::TimedOut`] at once.
+    #[inline]
     pub fn lock_deadline(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
         {

@@ -227,7 +227,7 @@ impl Semaphore {
                 Err(now) => v = now,
             }
         }
-        dekker_fence();
+        crate::sync::loom_seqcst_fence();
         // SeqCst: the load half of the Dekker pairing (see `wait_slow`): after our SeqCst
         // RMW of `value`, either we see a registered sleeper, or that sleeper's SeqCst
         // load of `value` sees our permits.
@@ -331,7 +331,7 @@ impl Semaphore {
         }
         // SeqCst: the waiter's store half of the Dekker pairing with `post_n` (above).
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        dekker_fence();
+        crate::sync::loom_seqcst_fence();
         let result = loop {
             // SeqCst: the waiter's load half of the Dekker pairing.
             let v = self.value.load(Ordering::SeqCst);
@@ -384,18 +384,6 @@ impl Semaphore {
         // Relaxed: a diagnostic snapshot.
         self.sleepers.load(Ordering::Relaxed)
     }
-}
-
-/// The store→load order of the Dekker pairing (see `Semaphore::wait_slow`) comes from
-/// the four accesses being SeqCst; this adds nothing in real builds. Loom models SeqCst
-/// loads and RMWs only as Acquire/Release (a documented loom limitation; it would report
-/// a false lost wakeup) but models SeqCst fences exactly, so under loom a SeqCst fence
-/// between each RMW and the following load supplies that order. The protocol the
-/// models check is otherwise the same code.
-#[inline(always)]
-fn dekker_fence() {
-    #[cfg(shmsync_loom)]
-    crate::sync::fence(Ordering::SeqCst);
 }
 
 impl fmt::Debug for Semaphore {
