@@ -18,13 +18,22 @@
 //!
 //! So a process SIGKILLed at any instruction, even inside the table lock, leaves a
 //! consistent table: the operation either committed or did not, and the derived count
-//! cannot drift. The next locker gets the robust mutex's owner-died notice; the only
-//! "repair" is to wake every waiter, in case the dead process committed a release but
-//! died before waking anyone.
+//! cannot drift.
 //!
 //! Waiting for a permit sleeps on a `generation` futex word that every release and
-//! reclaim bumps under the lock; a `waiters` count (also under the lock) lets releases
-//! skip the system call when nobody waits.
+//! reclaim bumps under the lock. A waiter registers in a `waiters` count under the lock
+//! (so a release that finds it 0 may skip the system call) and deregisters with an
+//! atomic decrement as soon as its sleep ends, outside the lock.
+//!
+//! A release issues its `FUTEX_WAKE` *before* it unlocks the table. The lock is robust,
+//! so a process killed anywhere before the unlock — after the commit but before the
+//! wake included — leaves it owner-died; the next locker gets the owner-died notice,
+//! and its only "repair" is to bump `generation` and wake every waiter. After the
+//! unlock nothing is left to do, so no instant exists where a release has committed,
+//! nobody will be told, and the lock looks clean. As defence in depth, no sleep on
+//! `generation` lasts longer than `MAX_UNTIMED_SLEEP` (500 ms): a waiter then
+//! re-locks and looks again, so even a lost wake-up (see Limits) costs latency, never
+//! liveness.
 //!
 //! Leases also work between threads of one process: the process has one slot whose
 //! count is the number of permits its threads hold. A permit is released by the
@@ -40,8 +49,11 @@
 //!   prove dead.
 //! * A waiter killed while registered leaves the `waiters` count one too high (each
 //!   later release then makes one futile `FUTEX_WAKE`); one killed in the instant after
-//!   being woken may leave another sleeper asleep until the next release, reclaim, or
-//!   its deadline — the permit itself stays available and is never lost.
+//!   being woken may leave another sleeper asleep until the next release, reclaim, its
+//!   deadline, or the end of its capped sleep (at most 500 ms) — the permit itself
+//!   stays available and is never lost.
+//! * [`leases`](LeasedSemaphore::leases) reads without the lock: a snapshot that may
+//!   be torn while the table changes.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -62,10 +74,31 @@ use crate::sync::{futex_impl, AtomicU32, AtomicU64, Ordering};
 /// The default number of lease slots (processes that can hold permits at once).
 pub const DEFAULT_SLOTS: usize = 64;
 
+/// The longest one sleep on `generation` lasts before the waiter re-locks and looks
+/// again, whatever its own deadline (see the module documentation).
+// TODO(lead): use crate::futex::MAX_UNTIMED_SLEEP
+#[cfg(not(shmsync_loom))]
+const MAX_UNTIMED_SLEEP: Duration = Duration::from_millis(500);
+
+/// The deadline of one sleep on `generation`: the caller's, but no later than
+/// [`MAX_UNTIMED_SLEEP`] from now. Under loom the caller's own: the models must show
+/// that the wake protocol alone never strands a waiter, which an always-timed sleep
+/// would hide.
+#[inline]
+fn sleep_deadline(deadline: Option<Deadline>) -> Option<Deadline> {
+    #[cfg(not(shmsync_loom))]
+    {
+        let cap = Deadline::after(MAX_UNTIMED_SLEEP);
+        Some(deadline.map_or(cap, |d| d.min(cap)))
+    }
+    #[cfg(shmsync_loom)]
+    deadline
+}
+
 /// One lease: a holder's identity and how many permits it holds. 24 bytes.
 ///
-/// All fields are written only under the table lock; they are atomics so that a
-/// diagnostic reader (or a peer reading while another process writes) never races.
+/// All fields are written only under the table lock; they are atomics so that the
+/// lock-free diagnostic reader ([`LeasedSemaphore::leases`]) never races.
 #[repr(C)]
 struct LeaseSlot {
     /// Permits held; 0 = free slot (the identity fields are then meaningless).
@@ -114,6 +147,21 @@ impl LeaseSlot {
             start_time: self.start_time.load(Ordering::Relaxed),
             pid_ns: self.pid_ns.load(Ordering::Relaxed),
         }
+    }
+
+    /// The holder and its count, read without the table lock (`None`: a free slot). A
+    /// diagnostic snapshot: if the slot changes hands meanwhile, the identity may mix
+    /// the old and the new holder's fields.
+    fn snapshot(&self) -> Option<(ProcessIdentity, u32)> {
+        // Acquire: pairs with the Release of `commit`, so the identity stores of the
+        // claim that committed this count are visible to the loads below.
+        let count = self.count.load(Ordering::Acquire);
+        if count == 0 {
+            return None;
+        }
+        // Relaxed loads (in `identity`): ordered after the Acquire above; a concurrent
+        // re-claim can tear them, which a diagnostic snapshot tolerates.
+        Some((self.identity(), count))
     }
 
     /// Writes `id` into a free slot (table lock held; `count` is 0, so a reader takes
@@ -203,28 +251,53 @@ pub struct LeaseInfo {
     pub identity: ProcessIdentity,
     /// Permits it holds.
     pub permits: u32,
-    /// Whether it still runs (checked after the table lock was released).
+    /// Whether it still runs (checked after the slot was read).
     pub liveness: Liveness,
 }
 
-/// The table lock, held; unlocks (and then wakes, if asked) on drop. `!Send`: a
-/// pthread mutex must be unlocked by the thread that locked it.
+/// The table lock, held; wakes (if asked) and then unlocks on drop or
+/// [`unlock`](Table::unlock). `!Send`: a pthread mutex must be unlocked by the thread
+/// that locked it.
 struct Table<'a, const SLOTS: usize> {
     sem: &'a LeasedSemaphore<SLOTS>,
-    /// Waiters to wake on `generation` after unlocking.
+    /// Waiters to wake on `generation` before unlocking.
     wake: u32,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<const SLOTS: usize> Drop for Table<'_, SLOTS> {
     fn drop(&mut self) {
-        // SAFETY: a `Table` exists only while this thread holds the lock (made by
-        // `lock_table`), and it borrows nothing protected by the lock beyond this call.
-        // The only failure is EPERM for a lock we do not hold, which cannot happen here;
-        // nothing can be done about it in Drop anyway.
-        let _ = unsafe { self.sem.lock.unlock() };
+        // The only failure (EPERM) means the lock was not ours, which `lock_table`
+        // rules out; nothing could be done about it in Drop anyway.
+        let _ = self.wake_then_unlock();
+    }
+}
+
+impl<const SLOTS: usize> Table<'_, SLOTS> {
+    /// Issues the requested wake-up, *then* unlocks; returns the pthread unlock result.
+    ///
+    /// Waking first closes the window in which a process killed between the two would
+    /// leave a committed release that nobody hears of: until the unlock, a death leaves
+    /// the robust lock owner-died, and the next locker's repair (`lock_table`) wakes
+    /// every waiter. A waiter woken now finds the lock still held and simply waits for
+    /// it; one that has not reached its futex sleep yet sees `generation` moved on.
+    fn wake_then_unlock(&mut self) -> i32 {
         if self.wake > 0 {
             futex_impl::wake(&self.sem.generation, self.wake);
+            self.wake = 0;
+        }
+        // SAFETY: a `Table` exists only while this thread holds the lock (made by
+        // `lock_table`; `unlock` consumes it so this runs once), and it lends out no
+        // reference to data the lock protects beyond this call.
+        unsafe { self.sem.lock.unlock() }
+    }
+
+    /// Wakes (if asked) and unlocks, reporting a failed unlock.
+    fn unlock(self) -> Result<()> {
+        let mut this = core::mem::ManuallyDrop::new(self);
+        match this.wake_then_unlock() {
+            0 => Ok(()),
+            r => Err(Error::from_errno("pthread_mutex_unlock", "lease table", r)),
         }
     }
 }
@@ -262,11 +335,11 @@ impl<const SLOTS: usize> Table<'_, SLOTS> {
     }
 
     /// Marks that permits may have become available: bumps `generation` and asks for
-    /// `n` waiters to be woken after unlocking (if any are registered).
+    /// `n` waiters to be woken before unlocking (if any are registered).
     fn notify(&mut self, n: u32) {
         // Relaxed (both): under the table lock. The futex compare of a waiter that read
         // the old generation under the lock is ordered by the kernel (or the loom
-        // model's queue lock) against the FUTEX_WAKE made after our unlock.
+        // model's queue lock) against the FUTEX_WAKE that follows this bump.
         let g = self.sem.generation.load(Ordering::Relaxed);
         self.sem
             .generation
@@ -277,19 +350,25 @@ impl<const SLOTS: usize> Table<'_, SLOTS> {
     }
 
     fn waiters(&self) -> u32 {
-        // Relaxed: under the table lock.
+        // Relaxed: every registration is an RMW made under the table lock before an
+        // earlier unlock, so lock order makes this load see it (or a later value); a
+        // deregistration, made outside the lock, only ever follows its own waiter's
+        // registration and the end of that waiter's sleep, so the count never misses
+        // a waiter that is (about to be) asleep.
         self.sem.waiters.load(Ordering::Relaxed)
     }
 
-    fn set_waiters(&self, n: u32) {
-        // Relaxed: under the table lock.
-        self.sem.waiters.store(n, Ordering::Relaxed);
+    /// Registers the caller as about to sleep on `generation` (see `deregister`).
+    fn register(&self) {
+        // Relaxed: under the table lock, whose unlock publishes it to the next locker
+        // (see `waiters`).
+        self.sem.waiters.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 fn lock_error(e: RawLockError) -> Error {
     let errno = match e {
-        RawLockError::TimedOut => return Error::TimedOut("leased semaphore table lock"),
+        RawLockError::TimedOut => return Error::TimedOut("lease table lock"),
         RawLockError::WouldBlock => libc::EBUSY,
         RawLockError::Deadlock => libc::EDEADLK,
         RawLockError::NotRecoverable => libc::ENOTRECOVERABLE,
@@ -446,6 +525,17 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         self.waiters.load(Ordering::Relaxed)
     }
 
+    /// Ends a registration made by `Table::register`, once the sleep it announced is
+    /// over: outside the lock, on every path out of the sleep, so neither a timeout nor
+    /// a failed re-lock leaves it behind. Never wraps below 0 (a corrupt count).
+    fn deregister(&self) {
+        // Relaxed: `waiters` is only a hint for releasers (see `Table::waiters`); an RMW
+        // always works on the latest value, so no registration is lost.
+        let _ = self
+            .waiters
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+    }
+
     /// Locks the table, repairing after a dead holder.
     fn lock_table(&self, deadline: Option<Deadline>) -> Result<Table<'_, SLOTS>> {
         let acquired = match deadline {
@@ -462,10 +552,16 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
             // A process died inside a table operation. Each operation commits with one
             // store, so the table is consistent whatever instruction it died at; what
             // may be missing is the wake-up of a release that committed and died before
-            // unlocking. Wake every waiter so they re-check.
+            // it unlocked (a release wakes before unlocking, so this covers every death
+            // that can lose one). Wake every waiter so they re-check.
             table.notify(u32::MAX);
             // SAFETY: this thread holds the lock (OwnerDied means acquired).
-            unsafe { self.lock.make_consistent() }.map_err(lock_error)?;
+            if let Err(_e) = unsafe { self.lock.make_consistent() } {
+                // pthread_mutex_consistent fails only with EINVAL, for a mutex that is
+                // not in the inconsistent state: then it is consistent already. Going
+                // on is right; returning the error would drop `table` and unlock a
+                // mutex we believe inconsistent, making it unrecoverable for everyone.
+            }
         }
         Ok(table)
     }
@@ -523,14 +619,12 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         deadline: Option<Deadline>,
         block: bool,
     ) -> Result<Option<Permit<'_, SLOTS>>> {
-        let mut registered = false;
         loop {
-            // If this lock times out while we are registered, `waiters` stays one too
-            // high: later releases make a futile wake, nothing worse.
-            let mut table = self.lock_table(deadline)?;
-            if registered {
-                table.set_waiters(table.waiters().saturating_sub(1));
-            }
+            let mut table = match self.lock_table(deadline) {
+                // The deadline passed while the table lock was contended.
+                Err(Error::TimedOut(_)) => return Ok(None),
+                locked => locked?,
+            };
             if table.available() > 0 {
                 let slot = table.claim(&identity)?;
                 if table.waiters() > 0 && table.available() > 0 {
@@ -538,6 +632,8 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
                     // a woken waiter that died before taking its permit): pass it on.
                     table.notify(1);
                 }
+                // An unlock failure (EPERM, impossible here) is not reported: the
+                // permit is committed and must reach the caller to be released.
                 drop(table);
                 return Ok(Some(Permit {
                     sem: self,
@@ -551,13 +647,14 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
             }
             // Relaxed: under the table lock; see `Table::notify`.
             let generation = self.generation.load(Ordering::Relaxed);
-            table.set_waiters(table.waiters().saturating_add(1));
-            registered = true;
+            table.register();
             drop(table);
-            // Any outcome (woken, generation moved on, spurious, timed out) re-checks
-            // under the lock; a timed-out wait then returns Ok(None) above unless a
-            // permit turned up meanwhile.
-            let _: WaitOutcome = futex_impl::wait(&self.generation, generation, deadline);
+            // Any outcome (woken, generation moved on, spurious, timed out, or the
+            // sleep's cap reached) re-checks under the lock; a timed-out wait then
+            // returns Ok(None) above unless a permit turned up meanwhile.
+            let _: WaitOutcome =
+                futex_impl::wait(&self.generation, generation, sleep_deadline(deadline));
+            self.deregister();
         }
     }
 
@@ -574,6 +671,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         }
         s.commit(c - 1);
         table.notify(1);
+        table.unlock()?;
         Ok(true)
     }
 
@@ -582,8 +680,19 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// alive). Liveness is re-checked under the table lock, so a holder is never
     /// reclaimed on the strength of a stale reading. Wakes the waiters if anything was
     /// reclaimed.
+    ///
+    /// Blocks while another process holds the table lock; a lock whose dead owner the
+    /// kernel never marked owner-died is released first (so it does not block). Use
+    /// [`reclaim_dead_deadline`](Self::reclaim_dead_deadline) to bound the wait.
     pub fn reclaim_dead(&self) -> Result<Reclaimed> {
-        self.reclaim_dead_with(|id| id.liveness() == Liveness::Dead)
+        self.reclaim_inner(None, |id| id.liveness() == Liveness::Dead)
+    }
+
+    /// [`reclaim_dead`](Self::reclaim_dead), giving up with
+    /// [`Error::TimedOut`]`("lease table lock")` if the table lock cannot be had by
+    /// `deadline` (a live process holding it, e.g. one stopped by a debugger).
+    pub fn reclaim_dead_deadline(&self, deadline: Deadline) -> Result<Reclaimed> {
+        self.reclaim_inner(Some(deadline), |id| id.liveness() == Liveness::Dead)
     }
 
     /// [`reclaim_dead`](Self::reclaim_dead) with the liveness check supplied (tests and
@@ -591,9 +700,22 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     #[doc(hidden)]
     pub fn reclaim_dead_with(
         &self,
+        is_dead: impl FnMut(&ProcessIdentity) -> bool,
+    ) -> Result<Reclaimed> {
+        self.reclaim_inner(None, is_dead)
+    }
+
+    fn reclaim_inner(
+        &self,
+        deadline: Option<Deadline>,
         mut is_dead: impl FnMut(&ProcessIdentity) -> bool,
     ) -> Result<Reclaimed> {
-        let mut table = self.lock_table(None)?;
+        // A table lock held by a thread that is provably dead but was never marked
+        // owner-died (the kernel skipped its robust list) would block us forever; mark
+        // it, so that the lock below gets OwnerDied and repairs.
+        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+        let _released: Option<u32> = self.lock.release_dead_owner();
+        let mut table = self.lock_table(deadline)?;
         let mut reclaimed = Reclaimed::default();
         for s in &self.slots {
             let c = s.count();
@@ -609,21 +731,23 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         if !reclaimed.holders.is_empty() {
             table.notify(u32::MAX);
         }
+        table.unlock()?;
         Ok(reclaimed)
     }
 
     /// Every recorded lease with its holder's liveness (for the operator tool).
+    ///
+    /// Takes no lock, so it never blocks or writes, even while a stopped or dead
+    /// process holds the table lock: each slot is read with atomic loads. It is a
+    /// snapshot: leases taken or returned while it runs may or may not appear, and a
+    /// slot that changes hands meanwhile may show a mix of two holders' identities.
+    /// Liveness is checked after the slots were read. Never fails today; the `Result`
+    /// leaves room for checks that may.
     pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
-        let table = self.lock_table(None)?;
-        let held: Vec<(ProcessIdentity, u32)> = self
+        Ok(self
             .slots
             .iter()
-            .filter(|s| s.count() > 0)
-            .map(|s| (s.identity(), s.count()))
-            .collect();
-        drop(table);
-        Ok(held
-            .into_iter()
+            .filter_map(LeaseSlot::snapshot)
             .map(|(identity, permits)| LeaseInfo {
                 identity,
                 permits,

@@ -1,13 +1,19 @@
 //! The leased semaphore across real processes: a SIGKILLed holder's permits are
 //! reclaimed (exactly, and only a dead holder's), a reclaim wakes a blocked acquirer in
 //! another process, a reused pid is told apart by its start time, and SIGKILL at any
-//! point of acquire/release never makes the derived count drift.
+//! point of acquire/release never makes the derived count drift. Tools read leases
+//! without the table lock and reclaim with a deadline or past a dead lock owner the
+//! kernel never marked; untimed waiters survive a lost wake-up, and a timed-out waiter
+//! does not stay registered.
 #![allow(clippy::disallowed_types)]
 mod common;
 
 use std::time::Duration;
 
-use shmsync::{Error, LeasedSemaphore, Liveness, ProcessIdentity, RawRobustMutex, Segment};
+use shmsync::{
+    Acquired, Deadline, Error, LeasedSemaphore, Liveness, MutexState, ProcessIdentity,
+    RawRobustMutex, Segment,
+};
 
 #[test]
 fn child_role() {
@@ -15,6 +21,8 @@ fn child_role() {
         ("hold", hold),
         ("acquire_once", acquire_once),
         ("churn", churn),
+        ("hold_table", hold_table),
+        ("hold_table_and_die_unlisted", hold_table_and_die_unlisted),
     ]);
 }
 
@@ -54,6 +62,53 @@ fn churn(args: &[String]) {
         drop(a);
         drop(b);
     }
+}
+
+/// Child: takes one permit for good, then holds the table lock until killed.
+fn hold_table(args: &[String]) {
+    let seg = Segment::posix_open(&args[0]).unwrap();
+    let sem = attach(&seg);
+    sem.acquire().unwrap().forget();
+    assert_eq!(sem.table_lock().lock(), Ok(Acquired::Clean));
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// The kernel's `struct robust_list_head`.
+#[repr(C)]
+struct RobustListHead {
+    next: *const RobustListHead,
+    futex_offset: libc::c_long,
+    pending: *const u8,
+}
+
+/// Child: takes one permit for good, locks the table, then replaces this thread's
+/// robust list with an empty one and exits: the kernel never marks the table lock
+/// owner-died (as when a process held more than 2048 robust locks).
+fn hold_table_and_die_unlisted(args: &[String]) {
+    let seg = Segment::posix_open(&args[0]).unwrap();
+    let sem = attach(&seg);
+    sem.acquire().unwrap().forget();
+    assert_eq!(sem.table_lock().lock(), Ok(Acquired::Clean));
+    let head = Box::leak(Box::new(RobustListHead {
+        next: std::ptr::null(),
+        futex_offset: 0,
+        pending: std::ptr::null(),
+    }));
+    head.next = head as *const RobustListHead;
+    // SAFETY: `head` is a valid, leaked (never freed) empty robust list head of the
+    // size the kernel expects; the process exits right after.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_set_robust_list,
+            head as *const RobustListHead,
+            std::mem::size_of::<RobustListHead>(),
+        )
+    };
+    assert_eq!(r, 0, "set_robust_list: {}", std::io::Error::last_os_error());
+    // SAFETY: _exit skips atexit handlers; glibc's own list is no longer registered.
+    unsafe { libc::_exit(0) };
 }
 
 fn create(seg: &Segment, capacity: u32) -> &LeasedSemaphore {
@@ -287,4 +342,112 @@ fn sigkill_during_acquire_and_release_never_makes_the_count_drift() {
         assert_eq!(sem.value(), CAPACITY - 1);
         drop(p);
     }
+}
+
+#[test]
+fn tools_read_leases_and_reclaim_with_a_deadline_while_a_live_process_holds_the_table() {
+    let name = common::ShmName::new("leasetool");
+    let seg = posix(&name);
+    let sem = create(&seg, 2);
+    let mut child = common::spawn("hold_table", &[name.as_str()]);
+    common::wait_until(common::WATCHDOG, "the child to hold the table lock", || {
+        matches!(sem.table_lock().state(), MutexState::Locked { .. })
+    });
+    let _w = common::Watchdog::new(common::WATCHDOG, "tools on a held table lock");
+    // The reader takes no lock: it answers although the table lock is held.
+    let leases = sem.leases().unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].identity.pid, child.pid() as u32);
+    assert_eq!(
+        (leases[0].permits, leases[0].liveness),
+        (1, Liveness::Alive)
+    );
+    // Reclaim gives up at its deadline instead of blocking.
+    let r = sem.reclaim_dead_deadline(Deadline::after(Duration::from_millis(50)));
+    assert!(
+        matches!(r, Err(Error::TimedOut("lease table lock"))),
+        "{r:?}"
+    );
+    // Once the holder is dead, reclaim gets the owner-died lock and the permit back.
+    child.kill();
+    let r = sem
+        .reclaim_dead_deadline(Deadline::after(common::WATCHDOG))
+        .unwrap();
+    assert_eq!(r.holders.len(), 1);
+    assert_eq!(r.holders[0].0.pid, child.pid() as u32);
+    assert_eq!(sem.value(), 2);
+    drop(sem.acquire_timeout(common::WATCHDOG).unwrap());
+}
+
+#[test]
+fn reclaim_gets_past_a_dead_table_lock_owner_the_kernel_never_marked() {
+    let name = common::ShmName::new("leaseunlisted");
+    let seg = posix(&name);
+    let sem = create(&seg, 1);
+    common::spawn("hold_table_and_die_unlisted", &[name.as_str()]).expect_success(common::WATCHDOG);
+    match sem.table_lock().state() {
+        MutexState::Locked { owner, .. } => assert_eq!(owner, Liveness::Dead),
+        other => panic!("expected a table lock held by a dead owner, got {other:?}"),
+    }
+    let _w = common::Watchdog::new(common::WATCHDOG, "reclaim past an unmarked dead owner");
+    let r = sem.reclaim_dead().unwrap();
+    assert_eq!(r.permits(), 1);
+    assert_eq!(sem.value(), 1);
+    drop(sem.acquire_timeout(common::WATCHDOG).unwrap());
+}
+
+#[test]
+fn a_waiter_timing_out_on_a_contended_table_lock_does_not_stay_registered() {
+    let seg = Segment::anonymous(4096).unwrap();
+    // SAFETY: fresh, exclusive mapping that outlives `sem`.
+    let sem: &LeasedSemaphore =
+        unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 1) }.unwrap();
+    let _w = common::Watchdog::new(common::WATCHDOG, "a timed-out waiter");
+    let held = sem.acquire().unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| sem.acquire_timeout(Duration::from_millis(100)).map(drop));
+        common::wait_until(common::WATCHDOG, "the waiter to sleep", || {
+            sem.waiters() == 1
+        });
+        // Hold the table lock until the waiter has given up: its deadline passes while
+        // it is registered and the lock is contended.
+        let lock = sem.table_lock();
+        assert_eq!(lock.lock(), Ok(Acquired::Clean));
+        let r = waiter.join().unwrap();
+        // SAFETY: locked by this thread just above.
+        assert_eq!(unsafe { lock.unlock() }, 0);
+        assert!(matches!(r, Err(Error::TimedOut(_))), "{r:?}");
+    });
+    assert_eq!(sem.waiters(), 0);
+    drop(held);
+    assert_eq!(sem.value(), 1);
+}
+
+#[test]
+fn an_untimed_waiter_recovers_from_a_lost_wake_up() {
+    /// Offset of `waiters` in the `#[repr(C)]` layout: header (24), robust mutex (64),
+    /// capacity (4), generation (4).
+    const WAITERS_OFFSET: usize = 96;
+    let seg = Segment::anonymous(4096).unwrap();
+    // SAFETY: fresh, exclusive mapping that outlives `sem`.
+    let sem: &LeasedSemaphore =
+        unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 1) }.unwrap();
+    let _w = common::Watchdog::new(common::WATCHDOG, "an untimed waiter after a lost wake");
+    let held = sem.acquire().unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| drop(sem.acquire().unwrap()));
+        common::wait_until(common::WATCHDOG, "the waiter to sleep", || {
+            sem.waiters() == 1
+        });
+        // Lose the waiter's registration, so the release below skips its FUTEX_WAKE
+        // (as a wake lost to a killed process would be).
+        // SAFETY: `waiters` is an aligned u32 inside the live object in `seg`, which
+        // outlives this borrow; every access to it is atomic.
+        let waiters = unsafe { &*common::at::<std::sync::atomic::AtomicU32>(&seg, WAITERS_OFFSET) };
+        assert_eq!(waiters.swap(0, std::sync::atomic::Ordering::SeqCst), 1);
+        drop(held);
+        // The waiter's capped sleep ends, it looks again and takes the permit.
+        waiter.join().unwrap();
+    });
+    assert_eq!((sem.value(), sem.waiters()), (1, 0));
 }
