@@ -74,11 +74,8 @@ use crate::sync::{futex_impl, AtomicU32, AtomicU64, Ordering};
 /// The default number of lease slots (processes that can hold permits at once).
 pub const DEFAULT_SLOTS: usize = 64;
 
-/// The longest one sleep on `generation` lasts before the waiter re-locks and looks
-/// again, whatever its own deadline (see the module documentation).
-// TODO(lead): use crate::futex::MAX_UNTIMED_SLEEP
 #[cfg(not(shmsync_loom))]
-const MAX_UNTIMED_SLEEP: Duration = Duration::from_millis(500);
+use crate::futex::MAX_UNTIMED_SLEEP;
 
 /// The deadline of one sleep on `generation`: the caller's, but no later than
 /// [`MAX_UNTIMED_SLEEP`] from now. Under loom the caller's own: the models must show
@@ -572,23 +569,29 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// slot is taken, and with [`Error::Os`] if this process's identity cannot be read
     /// or the table lock fails.
     pub fn acquire(&self) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(current_identity()?, None)
+        self.acquire_as(crate::process::current_identity()?, None)
     }
 
     /// Takes a permit if one is available now (`Ok(None)` if not).
     pub fn try_acquire(&self) -> Result<Option<Permit<'_, SLOTS>>> {
-        self.acquire_inner(current_identity()?, None, false)
+        self.acquire_inner(crate::process::current_identity()?, None, false)
     }
 
     /// Takes a permit, sleeping at most `timeout`; [`Error::TimedOut`] after that.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(current_identity()?, Some(Deadline::after(timeout)))
+        self.acquire_as(
+            crate::process::current_identity()?,
+            Some(Deadline::after(timeout)),
+        )
     }
 
     /// Takes a permit, sleeping until `deadline` at the latest; [`Error::TimedOut`]
     /// after that. A past deadline still takes an available permit.
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(current_identity()?, Some(Deadline::from_instant(deadline)))
+        self.acquire_as(
+            crate::process::current_identity()?,
+            Some(Deadline::from_instant(deadline)),
+        )
     }
 
     /// Acquires under an explicit identity (tests and models: a "process" whose
@@ -755,14 +758,6 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
             })
             .collect())
     }
-}
-
-fn current_identity() -> Result<ProcessIdentity> {
-    ProcessIdentity::current().map_err(|source| Error::Os {
-        op: "read /proc/self/stat",
-        target: String::new(),
-        source,
-    })
 }
 
 impl<const SLOTS: usize> fmt::Debug for LeasedSemaphore<SLOTS> {

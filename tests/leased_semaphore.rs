@@ -75,14 +75,6 @@ fn hold_table(args: &[String]) {
     }
 }
 
-/// The kernel's `struct robust_list_head`.
-#[repr(C)]
-struct RobustListHead {
-    next: *const RobustListHead,
-    futex_offset: libc::c_long,
-    pending: *const u8,
-}
-
 /// Child: takes one permit for good, locks the table, then replaces this thread's
 /// robust list with an empty one and exits: the kernel never marks the table lock
 /// owner-died (as when a process held more than 2048 robust locks).
@@ -91,24 +83,7 @@ fn hold_table_and_die_unlisted(args: &[String]) {
     let sem = attach(&seg);
     sem.acquire().unwrap().forget();
     assert_eq!(sem.table_lock().lock(), Ok(Acquired::Clean));
-    let head = Box::leak(Box::new(RobustListHead {
-        next: std::ptr::null(),
-        futex_offset: 0,
-        pending: std::ptr::null(),
-    }));
-    head.next = head as *const RobustListHead;
-    // SAFETY: `head` is a valid, leaked (never freed) empty robust list head of the
-    // size the kernel expects; the process exits right after.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_set_robust_list,
-            head as *const RobustListHead,
-            std::mem::size_of::<RobustListHead>(),
-        )
-    };
-    assert_eq!(r, 0, "set_robust_list: {}", std::io::Error::last_os_error());
-    // SAFETY: _exit skips atexit handlers; glibc's own list is no longer registered.
-    unsafe { libc::_exit(0) };
+    common::exit_without_robust_list();
 }
 
 fn create(seg: &Segment, capacity: u32) -> &LeasedSemaphore {

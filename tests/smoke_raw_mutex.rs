@@ -12,14 +12,6 @@ fn child_role() {
     ]);
 }
 
-/// The kernel's `struct robust_list_head`.
-#[repr(C)]
-struct RobustListHead {
-    next: *const RobustListHead,
-    futex_offset: libc::c_long,
-    pending: *const u8,
-}
-
 /// Locks, then replaces this thread's robust list with an empty one and exits: the
 /// kernel never marks the mutex owner-died (as when an owner held > 2048 robust locks).
 fn lock_and_die_unlisted(args: &[String]) {
@@ -27,24 +19,7 @@ fn lock_and_die_unlisted(args: &[String]) {
     // SAFETY: the parent placed a READY mutex at offset 0; the mapping outlives `m`.
     let m = unsafe { RawRobustMutex::attach(seg.as_ptr().cast()) }.unwrap();
     assert_eq!(m.lock(), Ok(Acquired::Clean));
-    let head = Box::leak(Box::new(RobustListHead {
-        next: std::ptr::null(),
-        futex_offset: 0,
-        pending: std::ptr::null(),
-    }));
-    head.next = head as *const RobustListHead;
-    // SAFETY: `head` is a valid, leaked (never freed) empty robust list head of the
-    // size the kernel expects; the process exits right after.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_set_robust_list,
-            head as *const RobustListHead,
-            std::mem::size_of::<RobustListHead>(),
-        )
-    };
-    assert_eq!(r, 0, "set_robust_list: {}", std::io::Error::last_os_error());
-    // SAFETY: _exit skips atexit handlers; glibc's own list is no longer registered.
-    unsafe { libc::_exit(0) };
+    common::exit_without_robust_list();
 }
 
 fn lock_and_die(args: &[String]) {

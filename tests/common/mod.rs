@@ -356,3 +356,35 @@ pub fn start_time_in(delay: Duration) -> String {
         + delay;
     t.as_nanos().to_string()
 }
+
+/// The kernel's `struct robust_list_head`.
+#[repr(C)]
+struct RobustListHead {
+    next: *const RobustListHead,
+    futex_offset: libc::c_long,
+    pending: *const u8,
+}
+
+/// Replaces the calling thread's robust list with an empty one and `_exit`s, so the
+/// kernel never marks the robust mutexes this thread holds as owner-died — as when an
+/// owner held more than 2048 robust locks or its list was corrupt.
+pub fn exit_without_robust_list() -> ! {
+    let head = Box::leak(Box::new(RobustListHead {
+        next: std::ptr::null(),
+        futex_offset: 0,
+        pending: std::ptr::null(),
+    }));
+    head.next = head as *const RobustListHead;
+    // SAFETY: `head` is a valid, leaked (never freed) empty robust list head of the
+    // size the kernel expects; the process exits right after.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_set_robust_list,
+            head as *const RobustListHead,
+            std::mem::size_of::<RobustListHead>(),
+        )
+    };
+    assert_eq!(r, 0, "set_robust_list: {}", std::io::Error::last_os_error());
+    // SAFETY: _exit skips atexit handlers; glibc's own list is no longer registered.
+    unsafe { libc::_exit(0) }
+}
