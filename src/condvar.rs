@@ -16,18 +16,21 @@ use crate::sync::{futex_impl as futex, AtomicU32, Ordering};
 
 /// A condition variable for a [`RobustMutex`](crate::RobustMutex), shared between processes.
 ///
-/// It is one 32-bit sequence word (plus 4 reserved bytes): `wait` reads the sequence
-/// under the mutex, unlocks, and sleeps on a shared futex as long as the sequence still
-/// holds that value; `notify_*` bump the sequence and wake. The relock at the end of a
+/// It is one 32-bit sequence word plus a 32-bit count of sleeping waiters: `wait` reads
+/// the sequence under the mutex, unlocks, spins briefly (adaptive, like the semaphore's)
+/// and then sleeps on a shared futex as long as the sequence still holds that value;
+/// `notify_*` bump the sequence and enter the kernel to wake only if someone sleeps. The relock at the end of a
 /// wait is an ordinary lock, so a notifier (or anyone) that died holding the mutex is
 /// reported as [`LockError::OwnerDied`], with the guard.
 ///
 /// # Waiter death
 ///
-/// A waiter killed while waiting consumes no notification and leaves nothing to clean
-/// up. The sequence word is the only shared state and no waiter ever writes it; a
-/// sleeping waiter exists only as the kernel's futex queue entry, which the kernel
-/// removes when the task dies. A later `notify_one` therefore wakes a live waiter.
+/// A waiter killed while waiting consumes no notification and needs no clean-up. No
+/// waiter ever writes the sequence word; a sleeping waiter exists as the kernel's futex
+/// queue entry, which the kernel removes when the task dies, so a later `notify_one`
+/// wakes a live waiter. The only trace a killed sleeper leaves is the sleeper count one
+/// too high, which makes every later notification enter the kernel for a futile wake
+/// (as if someone were asleep) and changes nothing else.
 /// (pthread's process-shared condvar keeps per-waiter counts in shared memory — glibc's
 /// `__wrefs` and group counters — that a killed waiter leaves behind.) A waiter that is
 /// killed *at the same moment* as a notification may be the one the kernel picked to
@@ -96,9 +99,10 @@ use crate::sync::{futex_impl as futex, AtomicU32, Ordering};
 pub struct Condvar {
     /// Bumped by every notification; the futex word waiters sleep on.
     seq: AtomicU32,
-    /// Reserved (zero), so that the condvar is 8 bytes on every target and a later
-    /// version may keep a waiter count here without changing the size.
-    _reserved: u32,
+    /// Waiters that may be asleep in the kernel, so that a notification makes a system
+    /// call only when someone can need waking. One too high for good after a waiter is
+    /// killed while registered (costing a futile wake per notify, nothing more).
+    sleepers: AtomicU32,
 }
 
 #[cfg(not(shmsync_loom))]
@@ -130,7 +134,7 @@ impl Condvar {
     pub fn new() -> Condvar {
         Condvar {
             seq: AtomicU32::new(0),
-            _reserved: 0,
+            sleepers: AtomicU32::new(0),
         }
     }
 
@@ -176,7 +180,7 @@ impl Condvar {
     pub unsafe fn attach<'a>(ptr: *const Condvar) -> Result<&'a Condvar> {
         check_placement(ptr)?;
         // SAFETY: non-null and aligned (checked); valid for 'a (the caller's promise);
-        // every bit pattern is a valid `Condvar` (a u32 sequence and reserved bytes).
+        // every bit pattern is a valid `Condvar` (a u32 sequence and a u32 sleeper count).
         Ok(unsafe { &*ptr })
     }
 
@@ -270,15 +274,19 @@ impl Condvar {
     }
 
     /// Wakes at least one waiter, if any waits (in any process).
+    #[inline]
     pub fn notify_one(&self) {
-        self.bump();
-        futex::wake(&self.seq, 1);
+        if self.bump() > 0 {
+            futex::wake(&self.seq, 1);
+        }
     }
 
     /// Wakes every waiter (in any process).
+    #[inline]
     pub fn notify_all(&self) {
-        self.bump();
-        futex::wake(&self.seq, i32::MAX as u32);
+        if self.bump() > 0 {
+            futex::wake(&self.seq, i32::MAX as u32);
+        }
     }
 
     /// The notification sequence (a diagnostic: it grows by one per notify).
@@ -287,16 +295,23 @@ impl Condvar {
         self.seq.load(Ordering::Relaxed)
     }
 
+    /// Bumps the sequence; returns how many waiters may be asleep.
+    ///
+    /// The bump and the `sleepers` load are the notifier's half of a store-then-load
+    /// (Dekker) pairing with a sleeping waiter, which registers in `sleepers` and then
+    /// lets the kernel compare the sequence in `FUTEX_WAIT`. Both the bump and the load
+    /// are SeqCst, and the kernel puts a full barrier between the waiter's registration
+    /// and its comparison, so either we see the registration and wake it, or its
+    /// comparison sees our bump and it does not sleep. A waiter that only spins never
+    /// registers: it watches the sequence itself.
     #[inline]
-    fn bump(&self) {
-        // Relaxed: the sequence carries no data. What the woken waiter reads is ordered
-        // by the mutex (the condition is changed under it). The only requirement is
-        // that a waiter which read the old value either sees this new one in the
-        // futex's comparison or is already queued and woken by the wake below; the
-        // kernel's futex code provides that with full barriers on both sides (and
-        // coherence orders this increment after any read of the sequence made by a
-        // waiter before it released the mutex that this notifier acquired since).
-        self.seq.fetch_add(1, Ordering::Relaxed);
+    fn bump(&self) -> u32 {
+        // SeqCst: the store half of the pairing above. The sequence carries no data:
+        // what a woken waiter reads is ordered by the mutex.
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        crate::sync::loom_seqcst_fence();
+        // SeqCst: the load half of the pairing above.
+        self.sleepers.load(Ordering::SeqCst)
     }
 
     /// The protocol: read the sequence (holding the lock), unlock, sleep while the
@@ -319,7 +334,30 @@ impl Condvar {
             // owner, so sleeping and relocking would be wrong.
             return Err(LockError::Os(r));
         }
-        let outcome = futex::wait(&self.seq, seq, deadline);
+        // Spin first (bounded and adaptive, like the semaphore's): a notifier running on
+        // another CPU is caught without either side entering the kernel.
+        // Relaxed: the sequence carries no data (the mutex orders the condition).
+        let changed = || self.seq.load(Ordering::Relaxed) != seq;
+        let may_spin = deadline.map_or(true, |d| !d.has_passed());
+        let outcome = if may_spin && crate::spin::spin_until(changed) {
+            WaitOutcome::ValueChanged
+        } else {
+            // SeqCst: the waiter's half of the pairing explained in `bump`.
+            self.sleepers.fetch_add(1, Ordering::SeqCst);
+            crate::sync::loom_seqcst_fence();
+            // Untimed sleeps are capped (see `futex::MAX_UNTIMED_SLEEP`): a notifier
+            // killed between its bump and its wake must not leave us asleep. The cap's
+            // time-out returns like a spurious wake-up: callers re-check their condition.
+            let (sleep_until, callers) = crate::futex::sleep_deadline(deadline);
+            let outcome = match futex::wait(&self.seq, seq, sleep_until) {
+                WaitOutcome::TimedOut if !callers => WaitOutcome::Woken,
+                other => other,
+            };
+            // Relaxed: `sleepers` is only a hint for notifiers; every RMW reads the
+            // latest value, so no registration is lost.
+            self.sleepers.fetch_sub(1, Ordering::Relaxed);
+            outcome
+        };
         // An ordinary blocking lock, so `OwnerDied` passes through with its guard.
         let guard = mutex.lock()?;
         Ok((guard, WaitTimeoutResult(outcome == WaitOutcome::TimedOut)))

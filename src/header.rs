@@ -1,7 +1,9 @@
 //! The per-object header: magic, kind, format word and init state.
 //!
-//! Every headed object (mutex, condvar, seqlock, region) starts with an
-//! [`ObjectHeader`]. The **format word** packs everything that must agree between two
+//! Every headed object (mutex, seqlock, leased semaphore, region) starts with an
+//! [`ObjectHeader`]. The semaphore and the condvar are headerless: every bit pattern is
+//! a valid state for them, so a header could refuse nothing; a region's table records
+//! their kind and type. The **format word** packs everything that must agree between two
 //! processes for the bytes to mean the same thing to both — crate format version, target
 //! arch, pointer width, libc flavour, endianness and `size_of::<pthread_mutex_t>()` — so
 //! a 32-bit process, a musl build or a future incompatible version attaching to the
@@ -232,12 +234,13 @@ impl ObjectHeader {
         let state = self.state.load(Ordering::Acquire);
         // Relaxed: ordered after the Acquire load above; written before the publish.
         let magic = self.magic.load(Ordering::Relaxed);
+        // Not READY, and either never touched or ours: an initializer is writing it (or
+        // died doing so), one field at a time. Kind and format may be half written, so
+        // they are not judged until READY.
+        if matches!(state, STATE_UNINIT | STATE_INITIALIZING) && (magic == 0 || magic == MAGIC) {
+            return Err(Error::Uninitialized { expected: kind });
+        }
         if magic != MAGIC {
-            // Zero magic and not READY: never initialized, or an initializer has claimed
-            // it and not written the magic yet.
-            if magic == 0 && state != STATE_READY {
-                return Err(Error::Uninitialized { expected: kind });
-            }
             return Err(Error::BadMagic { found: magic });
         }
         // Relaxed: as for `magic`.
@@ -252,7 +255,6 @@ impl ObjectHeader {
         check_format(self.format.load(Ordering::Relaxed))?;
         match state {
             STATE_READY => Ok(()),
-            STATE_UNINIT | STATE_INITIALIZING => Err(Error::Uninitialized { expected: kind }),
             other => Err(Error::Corrupt(format!("{kind} header state {other}"))),
         }
     }
@@ -335,6 +337,13 @@ mod tests {
             h.validate(Kind::Mutex),
             Err(Error::Uninitialized { .. })
         ));
+        // Half written (magic, no kind yet): still "uninitialized", never WrongKind.
+        h.kind.store(0, Ordering::Relaxed);
+        assert!(matches!(
+            h.validate(Kind::Mutex),
+            Err(Error::Uninitialized { .. })
+        ));
+        h.kind.store(Kind::Mutex as u32, Ordering::Relaxed);
         h.publish();
         assert!(h.validate(Kind::Mutex).is_ok());
         assert!(matches!(

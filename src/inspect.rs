@@ -95,24 +95,24 @@ pub struct RecoverOptions {
     pub dry_run: bool,
 }
 
-fn liveness_word(l: Liveness) -> &'static str {
-    match l {
-        Liveness::Alive => "alive",
-        Liveness::Dead => "dead",
-        Liveness::Unknown => "unknown",
-    }
-}
-
 /// Reads every object of `region` without locking anything.
 pub fn inspect(region: &Region) -> Result<RegionReport> {
     let (objects, capacity, used, size) = region.usage();
     let creator = region.creator();
     let (claim_word, claim_liveness) = region.claim_holder();
+    // One unreadable object is reported as such; it does not hide the others.
     let reports = region
         .entries()?
         .into_iter()
-        .map(|e| inspect_object(region, e))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|e| {
+            inspect_object(region, e.clone()).unwrap_or_else(|err| ObjectReport {
+                entry: e,
+                state: format!("unreadable: {err}"),
+                needs_recovery: true,
+                facts: vec![("error", Fact::Text(err.to_string()))],
+            })
+        })
+        .collect();
     Ok(RegionReport {
         location: region.location().map(|l| l.to_string()),
         size,
@@ -161,7 +161,7 @@ pub fn describe_mutex(state: MutexState) -> (String, bool, Vec<(&'static str, Fa
             if let Some(pid) = owner_pid {
                 facts.push(("owner_pid", Fact::Int(pid.into())));
             }
-            facts.push(("owner", Fact::Text(liveness_word(owner).into())));
+            facts.push(("owner", Fact::Text(owner.as_str().into())));
             facts.push(("waiters", Fact::Bool(waiters)));
             facts.push(("inconsistent", Fact::Bool(inconsistent)));
             owner == Liveness::Dead
@@ -295,7 +295,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                     vec![
                         ("pid", Fact::Int(l.identity.pid.into())),
                         ("permits", Fact::Int(l.permits.into())),
-                        ("liveness", Fact::Text(liveness_word(l.liveness).into())),
+                        ("liveness", Fact::Text(l.liveness.as_str().into())),
                     ]
                 })
                 .collect();
@@ -311,7 +311,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                     "; pid {} holds {} — {}",
                     l.identity.pid,
                     l.permits,
-                    liveness_word(l.liveness)
+                    l.liveness.as_str()
                 ));
             }
             (
@@ -367,12 +367,6 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
 /// consistent with their data as it is.
 pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Vec<Action>> {
     let mut actions = Vec::new();
-    let act = |actions: &mut Vec<Action>, object: &str, what: String| {
-        actions.push(Action {
-            object: object.to_owned(),
-            what,
-        })
-    };
     let (claim, liveness) = region.claim_holder();
     if claim != 0 && liveness == Liveness::Dead {
         let pid = claim as u32;
@@ -391,69 +385,82 @@ pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Vec<Action>> {
         }
     }
     for e in region.entries()? {
-        match e.kind {
-            Kind::Mutex => recover_mutex(mutex_at(region, &e)?, &e.name, opts, &mut actions),
-            Kind::LeasedSemaphore => with_leased!(region, &e, |sem| {
-                if opts.dry_run {
-                    for l in sem
-                        .leases()?
-                        .iter()
-                        .filter(|l| l.liveness == Liveness::Dead)
-                    {
-                        act(
-                            &mut actions,
-                            &e.name,
-                            format!(
-                                "would reclaim {} permits of dead pid {}",
-                                l.permits, l.identity.pid
-                            ),
-                        );
-                    }
-                } else {
-                    for (who, permits) in sem.reclaim_dead()?.holders {
-                        act(
-                            &mut actions,
-                            &e.name,
-                            format!("reclaimed {permits} permits of dead pid {}", who.pid),
-                        );
-                    }
-                }
-            }),
-            Kind::SeqLock => {
-                let view = seqlock_at(region, &e)?;
-                if view.state().is_torn() {
-                    if opts.dry_run {
-                        act(
-                            &mut actions,
-                            &e.name,
-                            "would repair the writer left by a dead process".into(),
-                        );
-                    } else {
-                        match view.recover(crate::futex::Deadline::after(std::time::Duration::from_secs(1))) {
-                            Ok(true) => act(
-                                &mut actions,
-                                &e.name,
-                                "repaired: dropped the dead writer's unpublished copy, writer lock consistent".into(),
-                            ),
-                            Ok(false) => {}
-                            Err(err) => act(&mut actions, &e.name, format!("could not repair: {err}")),
-                        }
-                    }
-                }
-            }
-            _ => {}
+        if let Err(err) = recover_object(region, &e, opts, &mut actions) {
+            act(&mut actions, &e.name, format!("could not recover: {err}"));
         }
     }
     Ok(actions)
 }
 
+fn recover_object(
+    region: &Region,
+    e: &EntryInfo,
+    opts: RecoverOptions,
+    actions: &mut Vec<Action>,
+) -> Result<()> {
+    match e.kind {
+        Kind::Mutex => recover_mutex(mutex_at(region, e)?, &e.name, opts, actions),
+        Kind::LeasedSemaphore => with_leased!(region, e, |sem| {
+            if opts.dry_run {
+                for l in sem
+                    .leases()?
+                    .iter()
+                    .filter(|l| l.liveness == Liveness::Dead)
+                {
+                    act(
+                        actions,
+                        &e.name,
+                        format!(
+                            "would reclaim {} permits of dead pid {}",
+                            l.permits, l.identity.pid
+                        ),
+                    );
+                }
+            } else {
+                for (who, permits) in sem.reclaim_dead()?.holders {
+                    act(
+                        actions,
+                        &e.name,
+                        format!("reclaimed {permits} permits of dead pid {}", who.pid),
+                    );
+                }
+            }
+        }),
+        Kind::SeqLock => {
+            let view = seqlock_at(region, e)?;
+            if view.state().is_torn() {
+                if opts.dry_run {
+                    act(
+                        actions,
+                        &e.name,
+                        "would repair the writer left by a dead process".into(),
+                    );
+                } else {
+                    match view.recover(crate::futex::Deadline::after(std::time::Duration::from_secs(1))) {
+                            Ok(true) => act(
+                                actions,
+                                &e.name,
+                                "repaired: dropped the dead writer's unpublished copy, writer lock consistent".into(),
+                            ),
+                            Ok(false) => {}
+                            Err(err) => act(actions, &e.name, format!("could not repair: {err}")),
+                        }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn act(actions: &mut Vec<Action>, object: &str, what: String) {
+    actions.push(Action {
+        object: object.to_owned(),
+        what,
+    });
+}
+
 fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: &mut Vec<Action>) {
-    let push = |actions: &mut Vec<Action>, what: String| {
-        actions.push(Action {
-            object: name.to_owned(),
-            what,
-        })
-    };
     let mut state = m.state();
     if let MutexState::Locked {
         owner: Liveness::Dead,
@@ -462,13 +469,15 @@ fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: 
     } = state
     {
         if opts.dry_run {
-            push(
+            act(
                 actions,
+                name,
                 format!("would mark owner-died (dead tid {owner_tid} never released it)"),
             );
         } else if let Some(tid) = m.release_dead_owner() {
-            push(
+            act(
                 actions,
+                name,
                 format!("marked owner-died: dead tid {tid} never released it"),
             );
             state = m.state();
@@ -476,25 +485,33 @@ fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: 
     }
     match state {
         MutexState::OwnerDied if opts.mark_consistent && !opts.dry_run => {
-            match m.try_lock() {
-                Ok(crate::Acquired::OwnerDied) => {
-                    // SAFETY: this thread holds the lock (just acquired).
-                    let consistent = unsafe { m.make_consistent() }.is_ok();
-                    // SAFETY: this thread holds the lock.
-                    unsafe { m.unlock() };
-                    if consistent {
-                        push(actions, "marked consistent with its data as it was".into());
-                    }
+            let acquired = m.try_lock();
+            if let Ok(how) = acquired {
+                // SAFETY: this thread holds the lock (just acquired). `make_consistent`
+                // fails only with EINVAL: the mutex is then already consistent.
+                let consistent =
+                    how == crate::Acquired::Clean || unsafe { m.make_consistent() }.is_ok();
+                // SAFETY: this thread holds the lock.
+                let r = unsafe { m.unlock() };
+                if r != 0 {
+                    let err = std::io::Error::from_raw_os_error(r);
+                    act(
+                        actions,
+                        name,
+                        format!("could not unlock after repair: {err}"),
+                    );
+                } else if how == crate::Acquired::OwnerDied && consistent {
+                    act(
+                        actions,
+                        name,
+                        "marked consistent with its data as it was".into(),
+                    );
                 }
-                Ok(crate::Acquired::Clean) => {
-                    // SAFETY: this thread holds the lock (just acquired).
-                    unsafe { m.unlock() };
-                }
-                Err(_) => {}
             }
         }
-        MutexState::OwnerDied => push(
+        MutexState::OwnerDied => act(
             actions,
+            name,
             if opts.dry_run && opts.mark_consistent {
                 "would mark consistent with its data as it is".into()
             } else {
@@ -503,8 +520,9 @@ fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: 
                     .into()
             },
         ),
-        MutexState::NotRecoverable => push(
+        MutexState::NotRecoverable => act(
             actions,
+            name,
             "not recoverable: re-initialize it once no process uses it \
              (RawRobustMutex::reinit)"
                 .into(),

@@ -69,7 +69,10 @@
 //! `#[repr(C)]`, fixed-width fields, no pointers (references between objects are
 //! offsets), a header with magic, kind and a **format word** (crate format version,
 //! arch, pointer width, libc, `size_of::<pthread_mutex_t>()`) so an incompatible process
-//! gets [`Error::FormatMismatch`] instead of undefined behaviour, and shared data bounded
+//! gets [`Error::FormatMismatch`] instead of undefined behaviour — except the
+//! `Semaphore` and the `Condvar`, for which every bit pattern is a valid state (all zero
+//! included), so a header could refuse nothing; a region's table records their kind and
+//! type, and the region's own header carries the format word — and shared data bounded
 //! by `bytemuck::AnyBitPattern`: a process may die halfway through writing it, so every
 //! bit pattern must be a valid value and no destructor may be owed. All waiting uses
 //! **shared** futexes with absolute `CLOCK_MONOTONIC` deadlines.
@@ -99,6 +102,7 @@ pub mod region;
 pub mod segment;
 pub mod semaphore;
 pub mod seqlock;
+pub mod spin;
 pub(crate) mod sync;
 
 pub use condvar::{Condvar, WaitTimeoutResult};

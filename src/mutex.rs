@@ -448,6 +448,7 @@ impl<'a, T: AnyBitPattern> OwnerDiedGuard<'a, T> {
 
 impl<T: AnyBitPattern> Deref for OwnerDiedGuard<'_, T> {
     type Target = T;
+    #[inline]
     fn deref(&self) -> &T {
         // SAFETY: this thread holds the lock for the guard's lifetime.
         self.mutex.data.with(|p| unsafe { &*p })
@@ -455,6 +456,7 @@ impl<T: AnyBitPattern> Deref for OwnerDiedGuard<'_, T> {
 }
 
 impl<T: AnyBitPattern> DerefMut for OwnerDiedGuard<'_, T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: this thread holds the lock and the guard is borrowed mutably.
         self.mutex.data.with_mut(|p| unsafe { &mut *p })

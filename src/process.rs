@@ -47,13 +47,41 @@ pub enum Liveness {
 }
 
 impl Liveness {
+    /// `"alive"`, `"dead"` or `"unknown"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Alive => "alive",
+            Liveness::Dead => "dead",
+            Liveness::Unknown => "unknown",
+        }
+    }
+
     /// Whether recovery may take what this process holds: only when proven dead.
     pub fn is_dead(self) -> bool {
         self == Liveness::Dead
     }
 }
 
-/// Cache of the current process's identity, keyed by pid so a fork child recomputes it.
+/// Forgets the cached identity in a fork child. Without this, a child could inherit an
+/// ancestor's identity under the ancestor's pid — if that pid is later reused for a
+/// descendant — and record a start time that makes it look dead to its peers.
+extern "C" fn forget_identity_after_fork() {
+    // An atomic store: async-signal-safe, as a fork child handler must be.
+    CACHED_PID.set(0);
+}
+
+fn register_fork_handler() {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: the handler only performs an atomic store; pthread_atfork has no
+        // other preconditions. A failure (ENOMEM) leaves the pid-keyed cache, which is
+        // right except in the pid-reuse corner case described above.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_identity_after_fork)) };
+    });
+}
+
+/// Cache of the current process's identity, keyed by pid (and cleared in fork
+/// children) so a child recomputes it.
 static CACHED_PID: ProcessLocalU64 = ProcessLocalU64::new(0);
 static CACHED_START: ProcessLocalU64 = ProcessLocalU64::new(0);
 static CACHED_NS: ProcessLocalU64 = ProcessLocalU64::new(0);
@@ -62,6 +90,7 @@ impl ProcessIdentity {
     /// The calling process. Cached per process (a fork child sees a new pid and reads
     /// its own).
     pub fn current() -> io::Result<ProcessIdentity> {
+        register_fork_handler();
         let pid = current_pid();
         if CACHED_PID.get() == u64::from(pid) {
             return Ok(ProcessIdentity {
@@ -105,13 +134,7 @@ impl ProcessIdentity {
             Ok(ns) if ns == self.pid_ns => {}
             _ => return Liveness::Unknown,
         }
-        match read_stat(self.pid) {
-            Ok(stat) if stat.start_time != self.start_time || stat.zombie => Liveness::Dead,
-            Ok(_) => Liveness::Alive,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Liveness::Dead,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Liveness::Dead,
-            Err(_) => Liveness::Unknown,
-        }
+        stat_liveness(self.pid, |stat| stat.start_time == self.start_time)
     }
 
     /// `liveness() != Dead`: conservative, as recovery needs.
@@ -119,28 +142,64 @@ impl ProcessIdentity {
         !self.liveness().is_dead()
     }
 
-    /// This identity packed into one non-zero word — pid in the low 32 bits, the low 32
-    /// bits of the start time in the high 32 — so that claiming something (a region's
-    /// init/table lock) is a single compare-and-swap. Checked with
-    /// [`packed_liveness`] in the claimant's pid namespace.
+    /// This identity packed into one non-zero word, so that claiming something (a
+    /// region's init/table claim) is a single compare-and-swap: the pid in the low 22
+    /// bits (Linux pids are below 2²²), the low 26 bits of the start time above it, and
+    /// a 16-bit tag of the pid namespace on top. Checked with [`packed_liveness`].
     pub fn packed(&self) -> u64 {
-        (self.start_time & 0xffff_ffff) << 32 | u64::from(self.pid)
+        u64::from(self.pid & PID_MASK)
+            | (self.start_time & START_MASK) << 22
+            | u64::from(ns_tag(self.pid_ns)) << 48
     }
 }
 
-/// Liveness of a process recorded with [`ProcessIdentity::packed`], seen from our pid
-/// namespace (the caller makes sure the word was written in the same namespace).
+const PID_MASK: u32 = (1 << 22) - 1;
+const START_MASK: u64 = (1 << 26) - 1;
+
+/// A 16-bit tag of a pid-namespace inode (for [`ProcessIdentity::packed`]).
+fn ns_tag(ino: u64) -> u16 {
+    (ino ^ ino >> 16 ^ ino >> 32 ^ ino >> 48) as u16
+}
+
+/// Liveness of a process recorded with [`ProcessIdentity::packed`]. A word recorded in
+/// another pid namespace (its tag differs from ours) is [`Liveness::Unknown`]: its pid
+/// means another process here, so it can never be judged dead from here.
 pub fn packed_liveness(word: u64) -> Liveness {
-    let pid = word as u32;
-    if pid == 0 {
+    let pid = (word as u32) & PID_MASK;
+    if word == 0 || pid == 0 {
         return Liveness::Dead;
     }
+    match current_pid_namespace() {
+        Ok(ns) if ns_tag(ns) == (word >> 48) as u16 => {}
+        _ => return Liveness::Unknown,
+    }
+    stat_liveness(pid, |stat| {
+        stat.start_time & START_MASK == (word >> 22) & START_MASK
+    })
+}
+
+/// Liveness of `pid` from its `/proc/<pid>/stat`: gone (or a zombie) is dead; present
+/// and `same(stat)` is alive; present but not the same process (a reused pid) is dead;
+/// unreadable for another reason is unknown.
+fn stat_liveness(pid: u32, same: impl FnOnce(&Stat) -> bool) -> Liveness {
     match read_stat(pid) {
-        Ok(stat) if stat.zombie || stat.start_time & 0xffff_ffff != word >> 32 => Liveness::Dead,
+        Ok(stat) if stat.zombie || !same(&stat) => Liveness::Dead,
         Ok(_) => Liveness::Alive,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Liveness::Dead,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            Liveness::Dead
+        }
         Err(_) => Liveness::Unknown,
     }
+}
+
+/// The calling process's identity as a crate [`Result`](crate::Result) (for paths
+/// that record who they are in shared memory).
+pub fn current_identity() -> crate::Result<ProcessIdentity> {
+    ProcessIdentity::current().map_err(|source| crate::Error::Os {
+        op: "read process identity (/proc/self/stat)",
+        target: String::new(),
+        source,
+    })
 }
 
 /// Liveness of a thread id (the owner TID a robust mutex records) in our namespace.
@@ -148,12 +207,7 @@ pub fn thread_liveness(tid: u32) -> Liveness {
     if tid == 0 {
         return Liveness::Dead;
     }
-    match read_stat(tid) {
-        Ok(stat) if stat.zombie => Liveness::Dead,
-        Ok(_) => Liveness::Alive,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Liveness::Dead,
-        Err(_) => Liveness::Unknown,
-    }
+    stat_liveness(tid, |_| true)
 }
 
 /// The process (thread group) a thread id belongs to, from `/proc/<tid>/status`.

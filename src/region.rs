@@ -171,7 +171,7 @@ unsafe impl<T: bytemuck::AnyBitPattern + Send> Shared for crate::RobustMutex<T> 
     }
 }
 
-// SAFETY: a condvar is one sequence word (plus a reserved word) for which every bit
+// SAFETY: a condvar is one sequence word (plus a sleeper count) for which every bit
 // pattern is valid; `init_at` writes it whole; no pointers.
 unsafe impl Shared for crate::Condvar {
     const KIND: Kind = Kind::Condvar;
@@ -312,6 +312,16 @@ impl Location {
             Location::Posix(name) => Segment::posix_create(name, size),
             Location::SysV(key) => Segment::sysv_create(*key, size),
             Location::File(path) => Segment::file_create(path, size),
+        }
+    }
+
+    /// Opens, sizing an object its creator abandoned at size 0 (see
+    /// [`Segment::posix_open_or_size`]). SysV segments get their size at creation.
+    fn open_segment_or_size(&self, size: usize) -> Result<Segment> {
+        match self {
+            Location::Posix(name) => Segment::posix_open_or_size(name, size),
+            Location::SysV(key) => Segment::sysv_open(*key),
+            Location::File(path) => Segment::file_open_or_size(path, size),
         }
     }
 
@@ -469,7 +479,15 @@ impl Region {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 other => return other,
             }
-            match Region::open_with(location, opts) {
+            let opened = location.open_segment_or_size(size).and_then(|seg| {
+                let region = Region {
+                    seg,
+                    location: Some(location.clone()),
+                };
+                region.ensure_ready(opts)?;
+                Ok(region)
+            });
+            match opened {
                 // Removed between our create and open: try again.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !deadline.has_passed() => {}
                 other => return other,
@@ -559,9 +577,14 @@ impl Region {
                     // our claim; initializing again would wipe its published table
                     // (found by tests/chaos.rs). The claim's Acquire CAS pairs with
                     // that process's Release, so its READY is visible here.
-                    if self.header().object.validate(Kind::Region).is_ok() {
-                        claimed.release();
-                        return self.check_header();
+                    match self.header().object.validate(Kind::Region) {
+                        Err(Error::Uninitialized { .. }) => {}
+                        Ok(()) => {
+                            claimed.release();
+                            return self.check_header();
+                        }
+                        // Someone wrote something else meanwhile: never overwrite it.
+                        Err(e) => return Err(e),
                     }
                     let result = self.initialize(opts.capacity);
                     claimed.release();
@@ -585,11 +608,7 @@ impl Region {
     /// Writes a fresh header and an empty table. Called under the claim.
     fn initialize(&self, capacity: u32) -> Result<()> {
         check_capacity(capacity, self.seg.len())?;
-        let me = ProcessIdentity::current().map_err(|source| Error::Os {
-            op: "read process identity",
-            target: String::new(),
-            source,
-        })?;
+        let me = process::current_identity()?;
         let h = self.header();
         h.object.begin_init(Kind::Region, 0);
         // Relaxed (all stores below): published by the Release in `publish`; readers
@@ -640,13 +659,7 @@ impl Region {
 
     /// Claims the region's claim word if it is free or its holder is dead.
     fn try_claim(&self) -> Result<Option<Claim<'_>>> {
-        let me = ProcessIdentity::current()
-            .map_err(|source| Error::Os {
-                op: "read process identity",
-                target: String::new(),
-                source,
-            })?
-            .packed();
+        let me = process::current_identity()?.packed();
         let claim = &self.header().claim;
         // Relaxed: only a hint for which value to CAS from; the CAS below orders.
         let current = claim.load(Ordering::Relaxed);
@@ -657,7 +670,7 @@ impl Region {
         // holder, so we see everything it wrote (a published table, a READY header).
         // Taking over from a dead holder needs no more: it can write nothing further.
         match claim.compare_exchange(current, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => Ok(Some(Claim { word: claim })),
+            Ok(_) => Ok(Some(Claim { word: claim, me })),
             Err(_) => Ok(None),
         }
     }
@@ -965,9 +978,11 @@ impl Region {
     }
 }
 
-/// The region's claim, released (Release store of 0) on drop — also on error paths.
+/// The region's claim, released on drop — also on error paths.
 struct Claim<'a> {
     word: &'a AtomicU64,
+    /// Our packed identity, which the word holds while we hold the claim.
+    me: u64,
 }
 
 impl Claim<'_> {
@@ -976,9 +991,13 @@ impl Claim<'_> {
 
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
+        // A CAS, not a store: if another process took the claim over (judging us dead,
+        // which only a bug or a foreign namespace could cause), its claim stays its own.
         // Release: pairs with the Acquire CAS in `try_claim` of the next claimant, which
         // then sees the header/table/objects written under this claim.
-        self.word.store(0, Ordering::Release);
+        let _ = self
+            .word
+            .compare_exchange(self.me, 0, Ordering::Release, Ordering::Relaxed);
     }
 }
 

@@ -35,8 +35,10 @@
 //!
 //! A sleeper killed in the instant between being woken by a post and taking the permit
 //! leaves that permit in `value` (nothing is lost, and any new waiter takes it at once),
-//! but another process already asleep stays asleep until the next post or its deadline;
-//! the same holds for glibc's `sem_t`. A semaphore has no owner, so a process killed
+//! and a poster killed between its add and its `FUTEX_WAKE` leaves permits beside
+//! sleepers. Neither strands anyone: untimed sleeps are capped at
+//! [`MAX_UNTIMED_SLEEP`](crate::futex::MAX_UNTIMED_SLEEP), after which a sleeper
+//! re-checks `value` (glibc's `sem_t` sleeps on until the next post). A semaphore has no owner, so a process killed
 //! *holding* a permit (between its `wait` and its `post`) cannot be detected here: use
 //! [`crate::LeasedSemaphore`] when permits must be reclaimed from dead holders.
 
@@ -49,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::futex::{Deadline, WaitOutcome};
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
-use crate::sync::{futex_impl, spin_hint, AtomicU32, Ordering};
+use crate::sync::{futex_impl, AtomicU32, Ordering};
 
 /// The largest value a semaphore can hold: `i32::MAX`, like glibc's `SEM_VALUE_MAX`.
 pub const MAX_VALUE: u32 = i32::MAX as u32;
@@ -225,7 +227,7 @@ impl Semaphore {
                 Err(now) => v = now,
             }
         }
-        dekker_fence();
+        crate::sync::loom_seqcst_fence();
         // SeqCst: the load half of the Dekker pairing (see `wait_slow`): after our SeqCst
         // RMW of `value`, either we see a registered sleeper, or that sleeper's SeqCst
         // load of `value` sees our permits.
@@ -329,7 +331,7 @@ impl Semaphore {
         }
         // SeqCst: the waiter's store half of the Dekker pairing with `post_n` (above).
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        dekker_fence();
+        crate::sync::loom_seqcst_fence();
         let result = loop {
             // SeqCst: the waiter's load half of the Dekker pairing.
             let v = self.value.load(Ordering::SeqCst);
@@ -339,7 +341,10 @@ impl Semaphore {
                 }
                 continue;
             }
-            if futex_impl::wait(&self.value, 0, deadline) == WaitOutcome::TimedOut {
+            // Untimed sleeps are capped (see `futex::MAX_UNTIMED_SLEEP`): a poster killed
+            // between its add and its wake must not leave us asleep beside a permit.
+            let (sleep_until, callers) = crate::futex::sleep_deadline(deadline);
+            if futex_impl::wait(&self.value, 0, sleep_until) == WaitOutcome::TimedOut && callers {
                 // The kernel only reports a timeout for a waiter no FUTEX_WAKE took,
                 // so no wakeup meant for a permit is swallowed here.
                 break Err(SemError::TimedOut);
@@ -353,23 +358,15 @@ impl Semaphore {
         result
     }
 
-    /// Spins for the adaptive budget, watching for a permit. Returns whether it took one.
+    /// Spins for the adaptive budget (see [`crate::spin`]), watching for a permit.
+    /// Returns whether it took one.
     #[inline]
     fn spin(&self) -> bool {
-        let limit = spin::budget();
-        let mut i = 0;
-        while i < limit {
-            spin_hint();
+        crate::spin::spin_until(|| {
             // Relaxed: a hint only; the Acquire CAS in `try_take` does the taking.
             let v = self.value.load(Ordering::Relaxed);
-            if v > 0 && self.try_take(v).is_ok() {
-                spin::record(true, i);
-                return true;
-            }
-            i += 1;
-        }
-        spin::record(false, limit);
-        false
+            v > 0 && self.try_take(v).is_ok()
+        })
     }
 
     /// The number of available permits (a snapshot: it may change at once).
@@ -389,18 +386,6 @@ impl Semaphore {
     }
 }
 
-/// The store→load order of the Dekker pairing (see `Semaphore::wait_slow`) comes from
-/// the four accesses being SeqCst; this adds nothing in real builds. Loom models SeqCst
-/// loads and RMWs only as Acquire/Release (a documented loom limitation; it would report
-/// a false lost wakeup) but models SeqCst fences exactly, so under loom a SeqCst fence
-/// between each RMW and the following load supplies that order. The protocol the
-/// models check is otherwise the same code.
-#[inline(always)]
-fn dekker_fence() {
-    #[cfg(shmsync_loom)]
-    crate::sync::fence(Ordering::SeqCst);
-}
-
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Semaphore")
@@ -410,98 +395,4 @@ impl fmt::Debug for Semaphore {
     }
 }
 
-/// Adaptive spinning: how long a waiter watches `value` before it sleeps.
-///
-/// Spinning turns a hand-off between two processes that are both running into a cache-line
-/// round trip (a few hundred nanoseconds) instead of a `FUTEX_WAKE` plus waking an idle
-/// CPU (about 10 µs). It only pays when the poster is running on another CPU right now.
-/// When processes outnumber CPUs the poster is usually descheduled and every spin
-/// round is burnt CPU that the poster needed, so the budget adapts per process:
-/// a spin that ends with a permit doubles it (up to [`SPIN_LIMIT`]); a spin that ends
-/// in sleep halves it (down to [`SPIN_MIN`]). Once collapsed, every [`PROBE_EVERY`]th
-/// slow-path wait spins the full [`SPIN_LIMIT`] as a probe, so a process whose partners
-/// start running again gets back to spinning; on an oversubscribed machine a probe costs
-/// at most one [`SPIN_LIMIT`] in every [`PROBE_EVERY`] waits.
-///
-/// The budget is per process (a process-local variable, not in the shared segment) and
-/// updated without synchronization: a lost update only skews a heuristic.
-mod spin {
-    /// Upper bound on spin rounds (one `pause` plus one load each) before sleeping.
-    ///
-    /// 128 rounds is about 5.5 µs on CPUs where `pause` takes ~43 ns (Intel Skylake and
-    /// later, measured on the reference machine) and 0.5–1.5 µs where it takes 4–10 ns:
-    /// long enough to cover a partner process's turn-around (a cache-line round trip is
-    /// 0.15–0.25 µs there), short compared with the ≈10 µs of a futex wake-up of an idle
-    /// CPU, and short enough that a wasted spin is cheap next to the sleep that follows.
-    pub const SPIN_LIMIT: u32 = 128;
-    /// Lower bound: a few cache-line round trips, so a partner that answers at once is
-    /// still caught without a system call.
-    pub const SPIN_MIN: u32 = 8;
-    /// With a collapsed budget, one slow-path wait in this many probes with the full
-    /// limit.
-    pub const PROBE_EVERY: u32 = 16;
-
-    #[cfg(not(shmsync_loom))]
-    mod state {
-        use crate::sync::ProcessLocalU64;
-
-        /// Low 32 bits: the budget in rounds; high 32 bits: slow-path wait counter.
-        /// Zero means "not yet set": start at the full limit.
-        static STATE: ProcessLocalU64 = ProcessLocalU64::new(0);
-
-        pub(super) fn load() -> (u32, u32) {
-            let s = STATE.get();
-            (s as u32, (s >> 32) as u32)
-        }
-
-        pub(super) fn store(budget: u32, count: u32) {
-            STATE.set(u64::from(budget) | u64::from(count) << 32);
-        }
-    }
-
-    /// Rounds to spin now.
-    #[cfg(not(shmsync_loom))]
-    #[inline]
-    pub(super) fn budget() -> u32 {
-        let (budget, count) = state::load();
-        if budget == 0 {
-            return SPIN_LIMIT;
-        }
-        let count = count.wrapping_add(1);
-        state::store(budget, count);
-        if budget <= SPIN_MIN && count % PROBE_EVERY == 0 {
-            SPIN_LIMIT
-        } else {
-            budget
-        }
-    }
-
-    /// Records how a spin ended: with a permit after `rounds` rounds, or not.
-    #[cfg(not(shmsync_loom))]
-    #[inline]
-    pub(super) fn record(success: bool, rounds: u32) {
-        let (budget, count) = state::load();
-        let budget = if budget == 0 { SPIN_LIMIT } else { budget };
-        let next = if success {
-            budget.max(rounds + 1).saturating_mul(2).min(SPIN_LIMIT)
-        } else {
-            (budget / 2).max(SPIN_MIN)
-        };
-        if next != budget {
-            state::store(next, count);
-        }
-    }
-
-    /// Under loom: a fixed, tiny budget, so the models explore the spin path without a
-    /// process-global heuristic making executions differ (loom replays them).
-    #[cfg(shmsync_loom)]
-    pub(super) fn budget() -> u32 {
-        1
-    }
-
-    /// Under loom: nothing to adapt.
-    #[cfg(shmsync_loom)]
-    pub(super) fn record(_success: bool, _rounds: u32) {}
-}
-
-pub use spin::{PROBE_EVERY, SPIN_LIMIT, SPIN_MIN};
+pub use crate::spin::{PROBE_EVERY, SPIN_LIMIT, SPIN_MIN};

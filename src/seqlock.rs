@@ -161,6 +161,17 @@ pub struct SeqLockState {
 }
 
 impl SeqLockState {
+    /// Reads a snapshot from a seqlock's counter and writer lock.
+    fn read(seq: &AtomicU64, writer: &RawRobustMutex) -> SeqLockState {
+        // Relaxed: a diagnostic reading; nothing is read on the strength of it.
+        let seq = seq.load(Ordering::Relaxed);
+        SeqLockState {
+            version: seq >> 1,
+            writing: seq & 1 == 1,
+            writer: writer.state(),
+        }
+    }
+
     /// A writer died holding the writer lock (perhaps leaving a torn unpublished copy)
     /// and nobody has repaired it yet: readers are unaffected, and the next writer (or
     /// [`SeqLock::repair`]) repairs it.
@@ -483,13 +494,7 @@ impl<T: AnyBitPattern> SeqLock<T> {
     /// A diagnostic snapshot (version, whether a write is in progress, writer lock
     /// state) for tools; stale as soon as it is returned.
     pub fn state(&self) -> SeqLockState {
-        // Relaxed: a diagnostic reading; nothing is read on the strength of it.
-        let seq = self.seq.load(Ordering::Relaxed);
-        SeqLockState {
-            version: seq >> 1,
-            writing: seq & 1 == 1,
-            writer: self.writer.state(),
-        }
+        SeqLockState::read(&self.seq, &self.writer)
     }
 
     /// Whether a writer died and left a torn unpublished copy or an owner-died writer
@@ -875,13 +880,7 @@ impl SeqLockView {
 
     /// A diagnostic snapshot (as [`SeqLock::state`]).
     pub fn state(&self) -> SeqLockState {
-        // Relaxed: a diagnostic reading.
-        let seq = self.seq.load(Ordering::Relaxed);
-        SeqLockState {
-            version: seq >> 1,
-            writing: seq & 1 == 1,
-            writer: self.writer.state(),
-        }
+        SeqLockState::read(&self.seq, &self.writer)
     }
 
     /// Recovers after a writer died, without knowing `T`: under the writer lock, an odd
@@ -890,6 +889,10 @@ impl SeqLockView {
     /// and an owner-died writer lock is made consistent. Readers are never disturbed.
     /// Returns whether anything was repaired.
     pub fn recover(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
+        // A writer whose death the kernel never marked (see
+        // `RawRobustMutex::release_dead_owner`) would make the lock below time out.
+        #[cfg(target_env = "gnu")]
+        let _ = self.writer.release_dead_owner();
         let acquired = self.writer.lock_deadline(deadline)?;
         // Acquire: pairs with the Release stores of the counter by earlier writers
         // (including the dead one's odd store), so our store below publishes nothing
@@ -903,11 +906,15 @@ impl SeqLockView {
         }
         let owner_died = acquired == Acquired::OwnerDied;
         if owner_died {
-            // SAFETY: we hold the writer lock (just acquired).
+            // SAFETY: we hold the writer lock (just acquired). It can only fail with
+            // EINVAL, meaning the mutex is already consistent.
             let _ = unsafe { self.writer.make_consistent() };
         }
         // SAFETY: we hold the writer lock.
-        unsafe { self.writer.unlock() };
+        let r = unsafe { self.writer.unlock() };
+        if r != 0 {
+            return Err(SeqLockError::Lock(RawLockError::Os(r)));
+        }
         Ok(torn || owner_died)
     }
 }

@@ -68,6 +68,18 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
+/// Orders a preceding SeqCst read-modify-write before a following SeqCst load — the
+/// store→load half of a Dekker pairing (semaphore and condvar sleeper counts). Real
+/// builds get that order from the SeqCst accesses themselves, so this is nothing there.
+/// Loom models SeqCst loads and RMWs only as Acquire/Release (a documented loom
+/// limitation that would report false lost wakeups) but models SeqCst fences exactly,
+/// so under loom this is a SeqCst fence.
+#[inline(always)]
+pub(crate) fn loom_seqcst_fence() {
+    #[cfg(shmsync_loom)]
+    fence(Ordering::SeqCst);
+}
+
 /// Gives the CPU away (`sched_yield`); under loom, a model yield.
 #[inline]
 #[allow(dead_code)]
@@ -236,9 +248,10 @@ impl ProcessLocalU64 {
 #[cfg(not(shmsync_loom))]
 #[inline]
 pub(crate) unsafe fn peek_u32(ptr: *const u32) -> u32 {
-    // SAFETY: the caller guarantees `ptr` is valid and aligned; every write to it is
-    // itself atomic or made under a lock, so an atomic load is race-free at the hardware
-    // level, and the value is only displayed.
+    // SAFETY: the caller guarantees `ptr` is valid and aligned for the call. The C code
+    // may write the word with plain stores (glibc's `__owner`), so this load can race
+    // with them in the language model; an aligned 4-byte load cannot tear on the
+    // supported targets, and the value is only displayed, never relied on.
     unsafe { core::sync::atomic::AtomicU32::from_ptr(ptr as *mut u32) }
         .load(core::sync::atomic::Ordering::Relaxed)
 }

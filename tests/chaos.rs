@@ -1045,18 +1045,6 @@ fn stress_chaos_signals() {
 // Scenario 5: racing region creation with a process killed during initialization
 // ---------------------------------------------------------------------------------------
 
-/// Sleeps until the wall-clock nanosecond timestamp `at`, so racers start together.
-fn start_at(at: &str) {
-    let at: u128 = at.parse().unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    if at > now {
-        std::thread::sleep(Duration::from_nanos((at - now) as u64));
-    }
-}
-
 /// The objects every racer creates or attaches, in a per-racer random order.
 const RACE_OBJECTS: [&str; 3] = ["pair", "cv", "count"];
 
@@ -1066,7 +1054,7 @@ fn racer(args: &[String]) {
     child_setup();
     let loc = Location::parse(&args[0]).unwrap();
     let mut rng = Rng(args[1].parse().unwrap());
-    start_at(&args[2]);
+    common::start_at(&args[2]);
     let opts = RegionOptions {
         wait: CHILD_BOUND,
         ..RegionOptions::default()
@@ -1120,10 +1108,7 @@ fn stress_chaos_region() {
         let name = common::ShmName::new("chaos-rg");
         let loc = Location::parse(name.as_str()).unwrap();
         let _watchdog = plan.watchdog(&loc);
-        let at = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
-            + Duration::from_millis(30))
-        .as_nanos()
-        .to_string();
+        let at = common::start_time_in(Duration::from_millis(30));
         // One racer (most rounds) stops at a failpoint if it gets there; one other is
         // killed at a random moment around the start.
         let fp_racer = (rng.below(4) != 0).then(|| rng.index(racers));
@@ -1149,7 +1134,7 @@ fn stress_chaos_region() {
             })
             .collect();
         let mut killed = vec![false; racers];
-        start_at(&at);
+        common::start_at(&at);
         std::thread::sleep(rng.micros(2000));
         if kids[victim].try_wait().is_none() {
             kids[victim].kill();

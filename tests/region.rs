@@ -16,24 +16,15 @@ fn child_role() {
         ("race", race),
         ("create_region", create_region),
         ("add_object", add_object),
+        ("sleep_forever", |_| loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }),
     ]);
-}
-
-/// Sleeps until the wall-clock nanosecond timestamp in `arg`, so racers start together.
-fn start_at(arg: &str) {
-    let at: u128 = arg.parse().unwrap();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    if at > now {
-        std::thread::sleep(Duration::from_nanos((at - now) as u64));
-    }
 }
 
 fn race(args: &[String]) {
     let loc = Location::parse(&args[0]).unwrap();
-    start_at(&args[1]);
+    common::start_at(&args[1]);
     let region = Region::open_or_create(&loc, SIZE).unwrap();
     let m = region.get_or_init::<RawRobustMutex>("m", ()).unwrap();
     let n = region.get_or_init::<RawRobustMutex>("n", ()).unwrap();
@@ -54,16 +45,11 @@ fn add_object(args: &[String]) {
     region.get_or_init::<RawRobustMutex>(&args[1], ()).unwrap();
 }
 
-fn soon() -> String {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap() + Duration::from_millis(300);
-    t.as_nanos().to_string()
-}
-
 #[test]
 fn racing_processes_end_with_one_region_and_one_object_each() {
     for round in 0..3 {
         let name = common::ShmName::new("race");
-        let at = soon();
+        let at = common::start_time_in(Duration::from_millis(300));
         let mut kids: Vec<_> = (0..6)
             .map(|_| common::spawn("race", &[name.as_str(), &at]))
             .collect();
@@ -313,4 +299,68 @@ fn hostile_header_and_table_bytes_yield_errors_only() {
         failed > 0 && opened > 0,
         "the mutations should produce both outcomes"
     );
+}
+
+/// The packed identity of a process that has certainly exited (a reaped child).
+fn dead_claimant() -> u64 {
+    let mut child = common::spawn("sleep_forever", &[]);
+    let id = shmsync::ProcessIdentity::of_pid(child.pid() as u32).unwrap();
+    child.kill();
+    assert_eq!(id.liveness(), shmsync::Liveness::Dead);
+    id.packed()
+}
+
+#[test]
+fn a_header_half_written_by_a_dead_initializer_is_taken_over() {
+    // Every prefix of the header's initialization: magic only; magic and kind; magic,
+    // kind and format — each with state INITIALIZING and the claim held by a dead pid.
+    let dead = dead_claimant();
+    for written in 1..=3 {
+        let name = common::ShmName::new("halfinit");
+        {
+            let seg = Segment::posix_create(name.as_str(), SIZE).unwrap();
+            let base = seg.as_ptr();
+            // SAFETY: offsets inside the fresh mapping, which nobody else uses.
+            unsafe {
+                *base.add(16).cast::<u32>() = 1; // state INITIALIZING
+                *base.cast::<u32>() = shmsync::header::MAGIC;
+                if written >= 2 {
+                    *base.add(4).cast::<u32>() = shmsync::Kind::Region as u32;
+                }
+                if written >= 3 {
+                    *base.add(8).cast::<u64>() = shmsync::header::FORMAT;
+                }
+                *base.add(24).cast::<u64>() = dead; // claim
+            }
+        }
+        let loc = Location::parse(name.as_str()).unwrap();
+        let region = Region::open(&loc).unwrap_or_else(|e| panic!("prefix {written}: {e}"));
+        assert!(region.is_ready());
+        region.get_or_init::<RawRobustMutex>("m", ()).unwrap();
+    }
+}
+
+#[test]
+fn a_name_abandoned_at_size_zero_is_sized_by_open_or_create() {
+    let name = common::ShmName::new("unsized");
+    let c = std::ffi::CString::new(name.as_str()).unwrap();
+    // A creator that died between its exclusive create and ftruncate.
+    // SAFETY: a valid C string; the descriptor is closed right away.
+    unsafe {
+        let fd = libc::shm_open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL,
+            0o600,
+        );
+        assert!(fd >= 0);
+        libc::close(fd);
+    }
+    let loc = Location::parse(name.as_str()).unwrap();
+    assert!(
+        matches!(Region::open(&loc), Err(Error::TimedOut(_))),
+        "plain open cannot size it"
+    );
+    let region = Region::open_or_create(&loc, SIZE).unwrap();
+    assert_eq!(region.segment().len(), SIZE);
+    region.get_or_init::<RawRobustMutex>("m", ()).unwrap();
 }

@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
 use shmsync::inspect::{self, Fact, ObjectReport, RecoverOptions, RegionReport};
 use shmsync::region::{Location, RegionOptions};
-use shmsync::{Liveness, Region};
+use shmsync::Region;
 
 /// Inspect, recover and remove shmsync regions.
 #[derive(Parser)]
@@ -150,14 +150,6 @@ fn run(command: Command) -> Result<u8, shmsync::Error> {
     }
 }
 
-fn live(l: Liveness) -> &'static str {
-    match l {
-        Liveness::Alive => "alive",
-        Liveness::Dead => "dead",
-        Liveness::Unknown => "unknown",
-    }
-}
-
 fn print_report(r: &RegionReport) {
     println!(
         "region {}: {} bytes, {}/{} objects, {} bytes used, created by pid {} ({})",
@@ -167,10 +159,10 @@ fn print_report(r: &RegionReport) {
         r.capacity,
         r.used,
         r.creator_pid,
-        live(r.creator)
+        r.creator.as_str()
     );
     if let Some((pid, l)) = r.claim {
-        println!("  table claimed by pid {pid} — {}", live(l));
+        println!("  table claimed by pid {pid} — {}", l.as_str());
     }
     for o in &r.reports {
         let flag = if o.needs_recovery {
@@ -228,8 +220,8 @@ fn report_json(r: &RegionReport) -> Value {
         "objects": r.objects,
         "capacity": r.capacity,
         "used": r.used,
-        "creator": {"pid": r.creator_pid, "liveness": live(r.creator)},
-        "claim": r.claim.map(|(pid, l)| json!({"pid": pid, "liveness": live(l)})),
+        "creator": {"pid": r.creator_pid, "liveness": r.creator.as_str()},
+        "claim": r.claim.map(|(pid, l)| json!({"pid": pid, "liveness": l.as_str()})),
         "needs_recovery": r.needs_recovery(),
         "entries": r.reports.iter().map(object_json).collect::<Vec<_>>(),
     })

@@ -78,15 +78,26 @@ impl Segment {
     /// [`file_open_any_owner`](Self::file_open_any_owner) when that is intended) and
     /// anything but a regular file. A missing file is [`Error::Os`] with `ENOENT`.
     pub fn file_open(path: impl AsRef<Path>) -> Result<Segment> {
-        Segment::file_open_checked(path.as_ref(), OwnerCheck::MustBeOurs)
+        Segment::file_open_checked(path.as_ref(), OwnerCheck::MustBeOurs, None)
     }
 
     /// As [`file_open`](Self::file_open), accepting a file owned by any user.
     pub fn file_open_any_owner(path: impl AsRef<Path>) -> Result<Segment> {
-        Segment::file_open_checked(path.as_ref(), OwnerCheck::Any)
+        Segment::file_open_checked(path.as_ref(), OwnerCheck::Any, None)
     }
 
-    fn file_open_checked(path: &Path, owner: OwnerCheck) -> Result<Segment> {
+    /// As [`file_open`](Self::file_open), but a file whose creator never sized it is
+    /// sized to `len` after the usual wait (see
+    /// [`posix_open_or_size`](Self::posix_open_or_size)).
+    pub fn file_open_or_size(path: impl AsRef<Path>, len: usize) -> Result<Segment> {
+        Segment::file_open_checked(path.as_ref(), OwnerCheck::MustBeOurs, Some(len))
+    }
+
+    fn file_open_checked(
+        path: &Path,
+        owner: OwnerCheck,
+        size_if_unsized: Option<usize>,
+    ) -> Result<Segment> {
         let file = File::options()
             .read(true)
             .write(true)
@@ -100,7 +111,7 @@ impl Segment {
             ));
         }
         owner.check(st.st_uid, &target)?;
-        let len = wait_for_size(file.as_raw_fd(), &target)?;
+        let len = wait_for_size(file.as_raw_fd(), &target, size_if_unsized)?;
         Segment::map_fd(file.as_raw_fd(), len, file_backing(path), &target)
     }
 }

@@ -296,8 +296,15 @@ impl OwnerCheck {
 }
 
 /// Waits (bounded by [`SIZING_WAIT`]) until `fd` has a non-zero size: its creator may be
-/// between `open` and `ftruncate`.
-pub(crate) fn wait_for_size(fd: RawFd, target: &str) -> Result<usize> {
+/// between `open` and `ftruncate`. If it is still unsized then and `size_if_unsized` is
+/// given, the creator is taken to have died there and the object is sized to that many
+/// bytes here (only an opener that knows the intended size — `open_or_create` — passes
+/// one); otherwise the wait ends with [`Error::TimedOut`].
+pub(crate) fn wait_for_size(
+    fd: RawFd,
+    target: &str,
+    size_if_unsized: Option<usize>,
+) -> Result<usize> {
     let deadline = Deadline::after(SIZING_WAIT);
     loop {
         let size = fd_size(fd, target)?;
@@ -306,9 +313,21 @@ pub(crate) fn wait_for_size(fd: RawFd, target: &str) -> Result<usize> {
                 .map_err(|_| Error::InvalidArgument("segment larger than the address space"));
         }
         if deadline.has_passed() {
-            return Err(Error::TimedOut(
-                "the segment still has size 0 (its creator never sized it)",
-            ));
+            let Some(len) = size_if_unsized else {
+                return Err(Error::TimedOut(
+                    "the segment still has size 0 (its creator never sized it)",
+                ));
+            };
+            check_len(len)?;
+            // SAFETY: `fd` is an open descriptor the caller holds. Several openers may
+            // race here; they all set the same size.
+            if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
+                return Err(Error::last_os(
+                    "ftruncate (sizing an abandoned segment)",
+                    target,
+                ));
+            }
+            continue;
         }
         std::thread::sleep(Duration::from_millis(1));
     }

@@ -103,15 +103,27 @@ impl Segment {
     /// missing name is [`Error::Os`] with `ENOENT`. Check the size you need with
     /// [`require_len`](Self::require_len).
     pub fn posix_open(name: &str) -> Result<Segment> {
-        Segment::posix_open_checked(name, OwnerCheck::MustBeOurs)
+        Segment::posix_open_checked(name, OwnerCheck::MustBeOurs, None)
     }
 
     /// As [`posix_open`](Self::posix_open), accepting an object owned by any user.
     pub fn posix_open_any_owner(name: &str) -> Result<Segment> {
-        Segment::posix_open_checked(name, OwnerCheck::Any)
+        Segment::posix_open_checked(name, OwnerCheck::Any, None)
     }
 
-    fn posix_open_checked(name: &str, owner: OwnerCheck) -> Result<Segment> {
+    /// As [`posix_open`](Self::posix_open), but an object whose creator never sized it
+    /// (it died between the exclusive create and `ftruncate`) is sized to `len` after
+    /// the usual wait instead of failing: for `open_or_create`-style callers that know
+    /// the intended size.
+    pub fn posix_open_or_size(name: &str, len: usize) -> Result<Segment> {
+        Segment::posix_open_checked(name, OwnerCheck::MustBeOurs, Some(len))
+    }
+
+    fn posix_open_checked(
+        name: &str,
+        owner: OwnerCheck,
+        size_if_unsized: Option<usize>,
+    ) -> Result<Segment> {
         validate_posix_name(name)?;
         let cname = c_string(name)?;
         // SAFETY: `cname` is a valid NUL-terminated string.
@@ -121,7 +133,7 @@ impl Segment {
         }
         let fd = owned(fd);
         owner.check(fd_stat(fd.as_raw_fd(), name)?.st_uid, name)?;
-        let len = wait_for_size(fd.as_raw_fd(), name)?;
+        let len = wait_for_size(fd.as_raw_fd(), name, size_if_unsized)?;
         Segment::map_fd(fd.as_raw_fd(), len, posix_backing(name), name)
     }
 

@@ -334,3 +334,25 @@ impl Drop for TempPath {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+/// Sleeps until the wall-clock nanosecond timestamp in `at` (as made by
+/// [`start_time_in`]), so racing processes start together.
+pub fn start_at(at: &str) {
+    let at: u128 = at.parse().expect("a start time");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    if at > now {
+        std::thread::sleep(Duration::from_nanos((at - now) as u64));
+    }
+}
+
+/// A wall-clock nanosecond timestamp `delay` from now, for [`start_at`] in children.
+pub fn start_time_in(delay: Duration) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + delay;
+    t.as_nanos().to_string()
+}

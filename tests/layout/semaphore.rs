@@ -1,6 +1,5 @@
 //! Pins the shared layouts of `Semaphore` and `LeasedSemaphore`: sizes, alignments and
 //! the bytes an initialized object starts with. A change here is a format change.
-mod common;
 
 use shmsync::header::{FORMAT, MAGIC};
 use shmsync::{Kind, LeasedSemaphore, Segment, Semaphore};
@@ -25,7 +24,7 @@ fn semaphore_is_two_u32_words() {
     assert_eq!(bytes(&seg, 0..4), 0x0102_0303u32.to_ne_bytes());
     // All-zero bytes are a valid semaphore with value 0.
     // SAFETY: in bounds, aligned, zero-filled.
-    let zero = unsafe { Semaphore::attach(common::at(&seg, 64)) }.unwrap();
+    let zero = unsafe { Semaphore::attach(super::common::at(&seg, 64)) }.unwrap();
     assert_eq!((zero.value(), zero.sleepers()), (0, 0));
 }
 
