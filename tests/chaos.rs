@@ -1158,7 +1158,31 @@ fn stress_chaos_region() {
         }
         let (mut ok, mut unfinished) = (0u64, 0u64);
         for (i, k) in kids.iter_mut().enumerate() {
-            let status = k.wait(CHECK_BOUND);
+            // Longer than the racers' own bounds, so a stuck racer reports its error.
+            let bound = CHILD_BOUND + CHECK_BOUND;
+            let start = Instant::now();
+            let status = loop {
+                if let Some(st) = k.try_wait() {
+                    break st;
+                }
+                if start.elapsed() > bound {
+                    let wchan = std::fs::read_to_string(format!("/proc/{}/wchan", k.pid()))
+                        .unwrap_or_default();
+                    let region = Region::open_with(
+                        &loc,
+                        RegionOptions {
+                            initialize: false,
+                            wait: Duration::from_millis(100),
+                            ..RegionOptions::default()
+                        },
+                    );
+                    plan.fail(
+                        region.as_ref().ok(),
+                        &format!("hang: racer {i} (pid {}, wchan {wchan:?}) still running after {bound:?}", k.pid()),
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
             if killed[i] {
                 // Killed (or it finished just before the signal landed).
                 if status.success() {
