@@ -130,6 +130,17 @@ fn time_loop(n: u64, mut f: impl FnMut()) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// Times `ours` and `theirs` alternately, `cfg.reps` times each, and returns the two
+/// medians: alternating keeps drift (frequency, vCPU placement) from favouring a side.
+fn interleaved(cfg: &Cfg, mut ours: impl FnMut(), mut theirs: impl FnMut()) -> (f64, f64) {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..cfg.reps {
+        a.push(time_loop(cfg.n_fast, &mut ours));
+        b.push(time_loop(cfg.n_fast, &mut theirs));
+    }
+    (median(a), median(b))
+}
+
 fn mutex_uncontended(cfg: &Cfg) -> (f64, f64) {
     let ours = place(|p| {
         // SAFETY: fresh shared mapping, exclusive during init, leaked (outlives 'static).
@@ -137,30 +148,21 @@ fn mutex_uncontended(cfg: &Cfg) -> (f64, f64) {
     });
     let theirs = glibc_mutex(true);
     let counter = shared::<u64>();
-    let a = median(
-        (0..cfg.reps)
-            .map(|_| {
-                time_loop(cfg.n_fast, || {
-                    let mut g = ours.lock().unwrap_or_else(|_| panic!("lock"));
-                    *g += 1;
-                })
-            })
-            .collect(),
-    );
-    let b = median(
-        (0..cfg.reps)
-            .map(|_| {
-                time_loop(cfg.n_fast, || {
-                    // SAFETY: initialized pshared robust mutex; the counter is touched
-                    // only under it.
-                    unsafe {
-                        libc::pthread_mutex_lock(theirs);
-                        *counter += 1;
-                        libc::pthread_mutex_unlock(theirs);
-                    }
-                })
-            })
-            .collect(),
+    let (a, b) = interleaved(
+        cfg,
+        || {
+            let mut g = ours.lock().unwrap_or_else(|_| panic!("lock"));
+            *g += 1;
+        },
+        || {
+            // SAFETY: initialized pshared robust mutex; the counter is touched
+            // only under it.
+            unsafe {
+                libc::pthread_mutex_lock(theirs);
+                *counter += 1;
+                libc::pthread_mutex_unlock(theirs);
+            }
+        },
     );
     (a, b)
 }
@@ -190,28 +192,19 @@ fn sem_uncontended(cfg: &Cfg) -> (f64, f64) {
         unsafe { Semaphore::init_at(p, 0) }
     });
     let theirs = glibc_sem(0);
-    let a = median(
-        (0..cfg.reps)
-            .map(|_| {
-                time_loop(cfg.n_fast, || {
-                    ours.post().unwrap();
-                    ours.wait();
-                })
-            })
-            .collect(),
-    );
-    let b = median(
-        (0..cfg.reps)
-            .map(|_| {
-                time_loop(cfg.n_fast, || {
-                    // SAFETY: initialized pshared semaphore.
-                    unsafe {
-                        libc::sem_post(theirs);
-                        libc::sem_wait(theirs);
-                    }
-                })
-            })
-            .collect(),
+    let (a, b) = interleaved(
+        cfg,
+        || {
+            ours.post().unwrap();
+            ours.wait();
+        },
+        || {
+            // SAFETY: initialized pshared semaphore.
+            unsafe {
+                libc::sem_post(theirs);
+                libc::sem_wait(theirs);
+            }
+        },
     );
     (a, b)
 }
@@ -225,32 +218,23 @@ fn seqlock_uncontended(cfg: &Cfg) -> (f64, f64) {
     });
     let rw = glibc_rwlock();
     let data = shared::<Payload>();
-    let mut sink = 0u64;
-    let a = median(
-        (0..cfg.reps)
-            .map(|_| {
-                time_loop(cfg.n_fast, || {
-                    sink = sink.wrapping_add(std::hint::black_box(ours.read())[3]);
-                })
-            })
-            .collect(),
+    let (mut sink, mut sink2) = (0u64, 0u64);
+    let (a, b) = interleaved(
+        cfg,
+        || {
+            sink = sink.wrapping_add(std::hint::black_box(ours.read())[3]);
+        },
+        || {
+            // SAFETY: initialized pshared rwlock; the payload is read under it.
+            unsafe {
+                libc::pthread_rwlock_rdlock(rw);
+                let v: Payload = std::ptr::read(data);
+                libc::pthread_rwlock_unlock(rw);
+                sink2 = sink2.wrapping_add(std::hint::black_box(v)[3]);
+            }
+        },
     );
-    let b = median(
-        (0..cfg.reps)
-            .map(|_| {
-                time_loop(cfg.n_fast, || {
-                    // SAFETY: initialized pshared rwlock; the payload is read under it.
-                    unsafe {
-                        libc::pthread_rwlock_rdlock(rw);
-                        let v: Payload = std::ptr::read(data);
-                        libc::pthread_rwlock_unlock(rw);
-                        sink = sink.wrapping_add(std::hint::black_box(v)[3]);
-                    }
-                })
-            })
-            .collect(),
-    );
-    std::hint::black_box(sink);
+    std::hint::black_box((sink, sink2));
     (a, b)
 }
 
