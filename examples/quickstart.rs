@@ -16,6 +16,7 @@
 //! ```
 
 use std::process::{Child, Command, ExitCode};
+use std::sync::atomic::{compiler_fence, Ordering};
 use std::time::{Duration, Instant};
 
 use shmsync::inspect;
@@ -256,9 +257,10 @@ fn worker(name: &str, id: usize) -> Result<()> {
         let mut r = match record.lock_timeout(Duration::from_secs(10)) {
             Ok(g) => g,
             Err(LockError::OwnerDied(mut g)) => {
-                // The previous holder died mid-transfer: undo its first step.
+                // The previous holder died mid-transfer, after any of its steps:
+                // restore the invariant from what is there.
                 if g.in_transfer == 1 {
-                    g.a += 1;
+                    g.a = -g.b;
                     g.in_transfer = 0;
                 }
                 g.repairs += 1;
@@ -273,8 +275,12 @@ fn worker(name: &str, id: usize) -> Result<()> {
         if r.stop != 0 {
             return Ok(());
         }
-        r.a -= 1;
+        // Mark the transfer, then make the first step: the marker must be written
+        // first for a successor's repair to be right, and the compiler may reorder
+        // plain stores (see `RobustMutex`'s docs).
         r.in_transfer = 1;
+        compiler_fence(Ordering::SeqCst);
+        r.a -= 1;
         if id == 0 && mine == VICTIM_AFTER {
             // Tell the parent we are mid-transfer, holding the lock and a permit; wait
             // for kill -9.
@@ -284,6 +290,7 @@ fn worker(name: &str, id: usize) -> Result<()> {
             }
         }
         r.b += 1;
+        compiler_fence(Ordering::SeqCst);
         r.in_transfer = 0;
         r.ops += 1;
         mine += 1;

@@ -94,6 +94,16 @@ use crate::sync::UnsafeCell;
 /// # Ok::<(), shmsync::Error>(())
 /// ```
 ///
+/// # Writing data a successor may have to repair
+///
+/// The successor of a dead owner sees whatever stores the owner had made. If the repair
+/// depends on their *order* — a "transfer in progress" marker set before the first
+/// step, say — separate the steps with
+/// `std::sync::atomic::compiler_fence(Ordering::SeqCst)`: inside a critical section the
+/// compiler may reorder or merge plain stores to the guarded data. The hardware order
+/// needs nothing more: the successor acquires the lock through the kernel after the
+/// owner's death, which orders it after every store the owner made.
+///
 /// # Limits
 ///
 /// Robustness is the kernel's robust-list walk at thread exit; its limits are these:
