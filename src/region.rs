@@ -13,7 +13,9 @@
 //! Every field is an atomic, every reference between objects is an offset from the
 //! region's base, and nothing read from the segment is trusted: offsets, sizes, counts,
 //! names and states are validated before use, so a corrupt or hostile segment yields an
-//! [`Error`], never a panic or an out-of-bounds access.
+//! [`Error`], never a panic or an out-of-bounds access. (One thing no validation can
+//! prevent: a peer that *truncates* a POSIX or file segment makes accesses to the lost
+//! pages fault with SIGBUS. memfd segments are sealed against shrinking.)
 //!
 //! # Initialization without races
 //!
