@@ -134,12 +134,7 @@ impl Segment {
             iov_len: 1,
         };
         let mut buf = CmsgBuf([0; 64]);
-        // SAFETY: an all-zero msghdr is a valid empty header (null pointers, zero lengths).
-        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = buf.0.as_mut_ptr().cast();
-        msg.msg_controllen = FD_SPACE as _;
+        let msg = one_fd_msghdr(&mut iov, &mut buf);
         // SAFETY: `msg` points to a control buffer of FD_SPACE (>= CMSG_SPACE(4)) bytes
         // aligned for cmsghdr, so the first header and its 4 data bytes are in bounds.
         unsafe {
@@ -179,12 +174,7 @@ impl Segment {
             iov_len: 1,
         };
         let mut buf = CmsgBuf([0; 64]);
-        // SAFETY: an all-zero msghdr is a valid empty header (null pointers, zero lengths).
-        let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = buf.0.as_mut_ptr().cast();
-        msg.msg_controllen = FD_SPACE as _;
+        let mut msg = one_fd_msghdr(&mut iov, &mut buf);
         let n = loop {
             // SAFETY: `msg` and everything it points to live until the call returns;
             // the kernel writes at most `msg_controllen` control bytes and 1 data byte.
@@ -248,4 +238,16 @@ impl Segment {
             )),
         }
     }
+}
+
+/// A message header over the one data byte in `iov` and the control buffer `buf`, sized
+/// for one descriptor (used by both `send_fd` and `recv_memfd`).
+fn one_fd_msghdr(iov: &mut libc::iovec, buf: &mut CmsgBuf) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is a valid empty header (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { core::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = buf.0.as_mut_ptr().cast();
+    msg.msg_controllen = FD_SPACE as _;
+    msg
 }
