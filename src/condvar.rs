@@ -345,7 +345,7 @@ impl Condvar {
             // SeqCst: the waiter's half of the pairing explained in `bump`.
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             crate::sync::loom_seqcst_fence();
-            // Untimed sleeps are capped (see `futex::MAX_UNTIMED_SLEEP`): a notifier
+            // Sleeps are capped (see `futex::MAX_SLEEP`): a notifier
             // killed between its bump and its wake must not leave us asleep. The cap's
             // time-out returns like a spurious wake-up: callers re-check their condition.
             let (sleep_until, callers) = crate::futex::sleep_deadline(deadline);

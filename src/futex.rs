@@ -114,27 +114,31 @@ impl Deadline {
     }
 }
 
-/// The longest a wait *without* a deadline sleeps before it wakes up and re-checks its
-/// condition. A process killed between making a condition true and waking the sleepers
-/// (a `post` or `notify` cut off before its `FUTEX_WAKE`) must not leave them asleep
-/// forever; with this bound they find out within half a second. The cost is two
-/// wake-ups a second for an idle sleeper.
-pub const MAX_UNTIMED_SLEEP: Duration = Duration::from_millis(500);
+/// The longest any single futex sleep lasts before the waiter wakes up and re-checks
+/// its condition, whatever its own deadline. A process killed between making a
+/// condition true and waking the sleepers (a `post`, `notify` or lease release cut off
+/// before its `FUTEX_WAKE`) must not leave them asleep until their deadline — possibly
+/// never; with this bound they find out within half a second. The cost is two wake-ups
+/// a second for an idle sleeper.
+pub const MAX_SLEEP: Duration = Duration::from_millis(500);
 
-/// The deadline of one sleep: the caller's, or [`MAX_UNTIMED_SLEEP`] from now if it has
-/// none. The flag says whether a time-out of this sleep is the caller's (`true`: report
-/// it) or only the cap's (`false`: re-check and sleep again).
+/// The deadline of one sleep: the caller's, but no later than [`MAX_SLEEP`] from now.
+/// The flag says whether a time-out of this sleep is the caller's (`true`: report it)
+/// or only the cap's (`false`: re-check and sleep again).
 ///
 /// Under loom the cap is not applied: an untimed wait must stay untimed there, or the
 /// model could no longer report a lost wakeup as a deadlock.
 pub fn sleep_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
-    match deadline {
-        Some(d) => (Some(d), true),
-        #[cfg(not(shmsync_loom))]
-        None => (Some(Deadline::after(MAX_UNTIMED_SLEEP)), false),
-        #[cfg(shmsync_loom)]
-        None => (None, false),
+    #[cfg(not(shmsync_loom))]
+    {
+        let cap = Deadline::after(MAX_SLEEP);
+        match deadline {
+            Some(d) if d <= cap => (Some(d), true),
+            _ => (Some(cap), false),
+        }
     }
+    #[cfg(shmsync_loom)]
+    (deadline, deadline.is_some())
 }
 
 /// How a [`wait`] ended. Callers always re-check their condition: a futex may wake

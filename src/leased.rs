@@ -31,7 +31,7 @@
 //! and its only "repair" is to bump `generation` and wake every waiter. After the
 //! unlock nothing is left to do, so no instant exists where a release has committed,
 //! nobody will be told, and the lock looks clean. As defence in depth, no sleep on
-//! `generation` lasts longer than `MAX_UNTIMED_SLEEP` (500 ms): a waiter then
+//! `generation` lasts longer than `MAX_SLEEP` (500 ms): a waiter then
 //! re-locks and looks again, so even a lost wake-up (see Limits) costs latency, never
 //! liveness.
 //!
@@ -73,24 +73,6 @@ use crate::sync::{futex_impl, AtomicU32, AtomicU64, Ordering};
 
 /// The default number of lease slots (processes that can hold permits at once).
 pub const DEFAULT_SLOTS: usize = 64;
-
-#[cfg(not(shmsync_loom))]
-use crate::futex::MAX_UNTIMED_SLEEP;
-
-/// The deadline of one sleep on `generation`: the caller's, but no later than
-/// [`MAX_UNTIMED_SLEEP`] from now. Under loom the caller's own: the models must show
-/// that the wake protocol alone never strands a waiter, which an always-timed sleep
-/// would hide.
-#[inline]
-fn sleep_deadline(deadline: Option<Deadline>) -> Option<Deadline> {
-    #[cfg(not(shmsync_loom))]
-    {
-        let cap = Deadline::after(MAX_UNTIMED_SLEEP);
-        Some(deadline.map_or(cap, |d| d.min(cap)))
-    }
-    #[cfg(shmsync_loom)]
-    deadline
-}
 
 /// One lease: a holder's identity and how many permits it holds. 24 bytes.
 ///
@@ -655,8 +637,11 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
             // Any outcome (woken, generation moved on, spurious, timed out, or the
             // sleep's cap reached) re-checks under the lock; a timed-out wait then
             // returns Ok(None) above unless a permit turned up meanwhile.
-            let _: WaitOutcome =
-                futex_impl::wait(&self.generation, generation, sleep_deadline(deadline));
+            let _: WaitOutcome = futex_impl::wait(
+                &self.generation,
+                generation,
+                crate::futex::sleep_deadline(deadline).0,
+            );
             self.deregister();
         }
     }

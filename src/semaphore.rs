@@ -36,8 +36,8 @@
 //! A sleeper killed in the instant between being woken by a post and taking the permit
 //! leaves that permit in `value` (nothing is lost, and any new waiter takes it at once),
 //! and a poster killed between its add and its `FUTEX_WAKE` leaves permits beside
-//! sleepers. Neither strands anyone: untimed sleeps are capped at
-//! [`MAX_UNTIMED_SLEEP`](crate::futex::MAX_UNTIMED_SLEEP), after which a sleeper
+//! sleepers. Neither strands anyone: every sleep is capped at
+//! [`MAX_SLEEP`](crate::futex::MAX_SLEEP), after which a sleeper
 //! re-checks `value` (glibc's `sem_t` sleeps on until the next post). A semaphore has no owner, so a process killed
 //! *holding* a permit (between its `wait` and its `post`) cannot be detected here: use
 //! [`crate::LeasedSemaphore`] when permits must be reclaimed from dead holders.
@@ -341,7 +341,7 @@ impl Semaphore {
                 }
                 continue;
             }
-            // Untimed sleeps are capped (see `futex::MAX_UNTIMED_SLEEP`): a poster killed
+            // Sleeps are capped (see `futex::MAX_SLEEP`): a poster killed
             // between its add and its wake must not leave us asleep beside a permit.
             let (sleep_until, callers) = crate::futex::sleep_deadline(deadline);
             if futex_impl::wait(&self.value, 0, sleep_until) == WaitOutcome::TimedOut && callers {
