@@ -193,39 +193,39 @@ macro_rules! with_leased {
         let slots = leased_slots($region, $e)?;
         match slots {
             4 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<4>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<4>>($e)?;
                 $body
             }
             8 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<8>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<8>>($e)?;
                 $body
             }
             16 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<16>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<16>>($e)?;
                 $body
             }
             32 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<32>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<32>>($e)?;
                 $body
             }
             64 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<64>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<64>>($e)?;
                 $body
             }
             128 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<128>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<128>>($e)?;
                 $body
             }
             256 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<256>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<256>>($e)?;
                 $body
             }
             512 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<512>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<512>>($e)?;
                 $body
             }
             1024 => {
-                let $sem = $region.get::<crate::LeasedSemaphore<1024>>(&$e.name)?;
+                let $sem = $region.attach_entry::<crate::LeasedSemaphore<1024>>($e)?;
                 $body
             }
             other => {
@@ -262,7 +262,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
     let (state, needs_recovery, facts) = match e.kind {
         Kind::Mutex => describe_mutex(mutex_at(region, &e)?.state()),
         Kind::Condvar => {
-            let cv = region.get::<crate::Condvar>(&e.name)?;
+            let cv = region.attach_entry::<crate::Condvar>(&e)?;
             let seq = cv.sequence();
             (
                 format!("notification sequence {seq}"),
@@ -271,7 +271,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
             )
         }
         Kind::Semaphore => {
-            let sem = region.get::<crate::Semaphore>(&e.name)?;
+            let sem = region.attach_entry::<crate::Semaphore>(&e)?;
             let (value, sleepers) = (sem.value(), sem.sleepers());
             (
                 format!("value {value}, {sleepers} sleeping"),

@@ -886,7 +886,9 @@ impl Region {
         Ok(object)
     }
 
-    fn attach_entry<T: Shared>(&self, e: &EntryInfo) -> Result<&T> {
+    /// The object of a table entry read by [`entries`](Self::entries), as `T` (checked
+    /// like [`get`](Self::get), without reading the table again).
+    pub(crate) fn attach_entry<T: Shared>(&self, e: &EntryInfo) -> Result<&T> {
         let expected = core::any::type_name::<T>();
         if e.kind != T::KIND
             || e.type_hash != type_hash::<T>()
