@@ -14,8 +14,10 @@ failed=0
 run() {
     echo "== $1"
     shift
+    local t0=$SECONDS
     "$@" 2>&1 | tee -a "$log"
     local rc=${PIPESTATUS[0]}
+    echo "== took $((SECONDS - t0)) s"
     if [ "$rc" -ne 0 ]; then
         echo "!! failed (exit $rc): $*"
         failed=1
