@@ -663,11 +663,12 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         Ok(true)
     }
 
-    /// Returns the permits of every holder that is proven dead ([`Liveness::Dead`]: its
-    /// pid is gone, a zombie, or now another process; [`Liveness::Unknown`] counts as
-    /// alive). Liveness is re-checked under the table lock, so a holder is never
-    /// reclaimed on the strength of a stale reading. Wakes the waiters if anything was
-    /// reclaimed.
+    /// Returns the permits of every holder that is proven dead ([`Liveness::Dead`]: no
+    /// thread of it remains, or its pid is now another process). [`Liveness::Unknown`]
+    /// counts as alive: a holder recorded in another pid namespace, or any holder while
+    /// `/proc` is not this namespace's, keeps its permits (see [`crate::process`]).
+    /// Liveness is re-checked under the table lock, so a holder is never reclaimed on
+    /// the strength of a stale reading. Wakes the waiters if anything was reclaimed.
     ///
     /// Blocks while another process holds the table lock; a lock whose dead owner the
     /// kernel never marked owner-died is released first (so it does not block). Use

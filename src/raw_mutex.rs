@@ -553,8 +553,13 @@ impl RawRobustMutex {
     /// locker gets [`Acquired::OwnerDied`] instead of hanging. Returns the dead TID it
     /// released, or `None` (free, owner alive or unknown, or the word changed meanwhile).
     ///
-    /// A thread id reused by a new, live thread reads as alive, so a live owner is never
-    /// robbed; the check-then-CAS is safe because the CAS fails if the word changed.
+    /// The owner is judged by its thread id ([`process::thread_liveness`]): an exited
+    /// thread is dead even while other threads of its process run (the kernel would have
+    /// handed on its robust mutexes at that exit), a running thread is alive whether or
+    /// not it is its process's main thread, and an owner whose liveness is unknown (e.g.
+    /// `/proc` of another pid namespace) is left alone. A thread id reused by a new,
+    /// live thread reads as alive, so a live owner is never robbed; the check-then-CAS
+    /// is safe because the CAS fails if the word changed.
     #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
     pub fn release_dead_owner(&self) -> Option<u32> {
         self.inner.with_mut(|m| {

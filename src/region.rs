@@ -659,7 +659,8 @@ impl Region {
         Ok(())
     }
 
-    /// Claims the region's claim word if it is free or its holder is dead.
+    /// Claims the region's claim word if it is free or its holder is proven dead
+    /// ([`Liveness::Dead`]); a holder whose liveness is unknown is waited for.
     fn try_claim(&self) -> Result<Option<Claim<'_>>> {
         let me = process::current_identity()?.packed();
         let claim = &self.header().claim;

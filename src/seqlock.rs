@@ -888,9 +888,13 @@ impl SeqLockView {
     /// the torn copy is the *unpublished* one, which the next writer overwrites whole —
     /// and an owner-died writer lock is made consistent. Readers are never disturbed.
     /// Returns whether anything was repaired.
+    ///
+    /// A writer lock whose owner is alive or of unknown liveness is never taken from
+    /// it: the lock below then waits for it until `deadline` ([`SeqLockError::TimedOut`]).
     pub fn recover(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
         // A writer whose death the kernel never marked (see
-        // `RawRobustMutex::release_dead_owner`) would make the lock below time out.
+        // `RawRobustMutex::release_dead_owner`, which releases only a proven-dead
+        // owner thread) would make the lock below time out.
         #[cfg(target_env = "gnu")]
         let _ = self.writer.release_dead_owner();
         let acquired = self.writer.lock_deadline(deadline)?;

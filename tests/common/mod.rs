@@ -107,8 +107,22 @@ pub fn spawn(role: &str, args: &[&str]) -> Child {
 
 /// [`spawn`] with extra environment variables (e.g. a test failpoint).
 pub fn spawn_with_env(role: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
+    spawn_via(&[], role, args, env)
+}
+
+/// [`spawn_with_env`] run through `wrapper`: a program and its arguments that execute
+/// the command following them (e.g. `["unshare", "--pid", "--fork", "--kill-child"]`);
+/// the [`Child`] is the wrapper. An empty `wrapper` runs the test binary directly.
+pub fn spawn_via(wrapper: &[&str], role: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
     let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
+    let mut cmd = match wrapper.split_first() {
+        Some((program, wrapper_args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(wrapper_args).arg(exe);
+            cmd
+        }
+        None => Command::new(exe),
+    };
     cmd.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
         .env(ROLE_ENV, role)
         .env(ARGS_ENV, args.join(&ARG_SEP.to_string()))
@@ -207,6 +221,31 @@ impl Child {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Waits until it has exited *without reaping it* (it stays a zombie, its pid
+    /// unused); after `timeout` fails the test.
+    pub fn wait_exited_unreaped(&mut self, timeout: Duration) {
+        wait_until(timeout, "the child to exit", || {
+            if self.reaped.is_some() {
+                return true;
+            }
+            // SAFETY: an all-zero siginfo_t is valid; waitid writes into it.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waiting (WNOWAIT: without reaping) for our own child; `info` is
+            // writable.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    self.pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT | libc::WNOHANG,
+                )
+            };
+            // SAFETY: after a successful waitid the pid field is initialized (0 if the
+            // child has not exited yet).
+            r == 0 && unsafe { info.si_pid() } == self.pid
+        });
     }
 
     /// Waits for it and fails the test unless it exited 0.
@@ -369,14 +408,24 @@ struct RobustListHead {
 /// kernel never marks the robust mutexes this thread holds as owner-died — as when an
 /// owner held more than 2048 robust locks or its list was corrupt.
 pub fn exit_without_robust_list() -> ! {
+    unregister_robust_list();
+    // SAFETY: _exit skips atexit handlers; glibc's own list is no longer registered.
+    unsafe { libc::_exit(0) }
+}
+
+/// Replaces the calling thread's robust list with an empty one, so that when this
+/// thread dies the kernel does not mark the robust mutexes it holds as owner-died
+/// (locking and unlocking still work: glibc keeps its list in the thread's memory; only
+/// the kernel no longer walks it).
+pub fn unregister_robust_list() {
     let head = Box::leak(Box::new(RobustListHead {
         next: std::ptr::null(),
         futex_offset: 0,
         pending: std::ptr::null(),
     }));
     head.next = head as *const RobustListHead;
-    // SAFETY: `head` is a valid, leaked (never freed) empty robust list head of the
-    // size the kernel expects; the process exits right after.
+    // SAFETY: `head` is a valid, leaked (never freed, so valid for the rest of the
+    // thread's life) empty robust list head of the size the kernel expects.
     let r = unsafe {
         libc::syscall(
             libc::SYS_set_robust_list,
@@ -385,6 +434,22 @@ pub fn exit_without_robust_list() -> ! {
         )
     };
     assert_eq!(r, 0, "set_robust_list: {}", std::io::Error::last_os_error());
-    // SAFETY: _exit skips atexit handlers; glibc's own list is no longer registered.
-    unsafe { libc::_exit(0) }
+}
+
+/// Why this machine refuses a new pid namespace (`unshare --pid --fork`), or `None`
+/// when it allows one.
+pub fn pid_namespace_refused() -> Option<String> {
+    match Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .stdout(std::process::Stdio::null())
+        .output()
+    {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(format!(
+            "`unshare --pid --fork true` failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Some(format!("cannot run unshare: {e}")),
+    }
 }
