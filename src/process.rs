@@ -41,6 +41,10 @@
 //! gone when examined therefore makes the listing be read again (and, if threads keep
 //! exiting, the answer is [`Liveness::Unknown`]).
 //!
+//! A missing `/proc/<pid>` is confirmed with `kill(pid, 0)` before it counts as dead: a
+//! `/proc` mounted with `hidepid=invisible` hides other users' processes, and only
+//! `ESRCH` from the kernel proves that no such process or thread exists.
+//!
 //! A robust mutex is owned by a *thread*, not a process, and the kernel hands a thread's
 //! robust mutexes on when that thread exits, whether or not its process lives on. So
 //! [`thread_liveness`] judges the owner TID itself: a TID that is gone or a zombie is
@@ -263,8 +267,26 @@ fn process_liveness(pid: u32, same_start: impl FnOnce(u64) -> bool) -> Liveness 
         Ok(stat) if !same_start(stat.start_time) => Liveness::Dead,
         Ok(stat) if stat.exited => remaining_threads(pid),
         Ok(_) => Liveness::Alive,
-        Err(e) if is_gone(&e) => Liveness::Dead,
+        Err(e) if is_gone(&e) => confirm_gone(pid),
         Err(_) => Liveness::Unknown,
+    }
+}
+
+/// A `/proc/<pid>` entry that is missing is not proof of death: a `/proc` mounted with
+/// `hidepid=invisible` hides other users' processes. `kill(pid, 0)` asks the kernel
+/// itself: `ESRCH` means no such process or thread (dead); success or `EPERM` means it
+/// exists but `/proc` does not show it (unknown).
+fn confirm_gone(pid: u32) -> Liveness {
+    let Ok(pid @ 1..) = libc::pid_t::try_from(pid) else {
+        return Liveness::Dead; // 0 or above pid_t: names no process
+    };
+    // SAFETY: signal 0 sends nothing; kill only checks existence and permission.
+    if unsafe { libc::kill(pid, 0) } != 0
+        && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    {
+        Liveness::Dead
+    } else {
+        Liveness::Unknown
     }
 }
 
@@ -388,7 +410,7 @@ pub fn thread_liveness(tid: u32) -> Liveness {
     match read_stat(tid) {
         Ok(stat) if stat.exited => Liveness::Dead,
         Ok(_) => Liveness::Alive,
-        Err(e) if is_gone(&e) => Liveness::Dead,
+        Err(e) if is_gone(&e) => confirm_gone(tid),
         Err(_) => Liveness::Unknown,
     }
 }
