@@ -105,6 +105,15 @@ pub enum Error {
         /// Its owner's uid.
         owner_uid: u32,
     },
+    /// A file or POSIX segment path names something other than a regular file (a
+    /// symbolic link, FIFO, device, directory, socket); it was refused before anything
+    /// read, wrote, truncated or mapped it.
+    NotRegularFile {
+        /// The path or name.
+        target: String,
+        /// What it is, e.g. `"a symbolic link"`, `"a FIFO"`, `"a character device"`.
+        found: &'static str,
+    },
     /// The region was opened read-only, and the call would write to it (or hand out an
     /// object whose methods write).
     ReadOnly {
@@ -200,6 +209,11 @@ impl fmt::Display for Error {
                 f,
                 "{target:?} is owned by uid {owner_uid}, not by this user; open it with the \
                  explicit foreign-owner option if that is intended"
+            ),
+            Error::NotRegularFile { target, found } => write!(
+                f,
+                "{target:?} is {found}, not a regular file: refused before reading, writing, \
+                 truncating or mapping it"
             ),
             Error::ReadOnly { target, op } => write!(
                 f,

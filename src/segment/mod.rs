@@ -18,6 +18,10 @@
 //! you need with [`Segment::require_len`]. Opening a POSIX, SysV or file segment that
 //! belongs to another user fails with [`Error::ForeignOwner`] (someone may have planted
 //! it under the name you expected) unless the `*_open_any_owner` variant is used.
+//! POSIX and file segments are opened with `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+//! O_CLOEXEC` and refused with [`Error::NotRegularFile`] unless `fstat` on the opened
+//! descriptor says regular file: a symbolic link, FIFO or device planted at the name is
+//! never followed, waited on, read, written, truncated or mapped.
 //! Opening a POSIX or file segment that its creator is still sizing (size 0 between
 //! `open` and `ftruncate`) waits up to [`SIZING_WAIT`] for it.
 //!
@@ -327,6 +331,49 @@ impl OpenSpec {
         } else {
             libc::O_RDWR
         }
+    }
+}
+
+/// Flags every POSIX and file segment open adds to its access mode: never follow a
+/// symbolic link planted at the name, never block on a FIFO, never take a terminal as
+/// the controlling one, never leak the descriptor into an exec'd program.
+pub(crate) const OPEN_FLAGS: libc::c_int =
+    libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+
+/// What a file of mode `st_mode` is, for an error, if it is not a regular file.
+pub(crate) fn non_regular_kind(st_mode: u32) -> Option<&'static str> {
+    Some(match st_mode & libc::S_IFMT {
+        libc::S_IFREG => return None,
+        libc::S_IFLNK => "a symbolic link",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFSOCK => "a socket",
+        _ => "of an unknown file type",
+    })
+}
+
+/// `fstat`s the descriptor just opened for `target` and refuses anything but a regular
+/// file, before the caller reads, writes, truncates or maps it.
+pub(crate) fn regular_file_stat(fd: RawFd, target: &str) -> Result<libc::stat> {
+    let st = fd_stat(fd, target)?;
+    match non_regular_kind(st.st_mode) {
+        None => Ok(st),
+        Some(found) => Err(Error::NotRegularFile {
+            target: target.to_owned(),
+            found,
+        }),
+    }
+}
+
+/// An open that failed with `ELOOP` under `O_NOFOLLOW`: the last component of `target`
+/// is a symbolic link.
+#[cold]
+pub(crate) fn symlink_refused(target: &str) -> Error {
+    Error::NotRegularFile {
+        target: target.to_owned(),
+        found: "a symbolic link",
     }
 }
 

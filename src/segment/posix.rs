@@ -3,8 +3,8 @@
 use std::os::fd::AsRawFd;
 
 use super::{
-    c_string, check_len, fd_stat, owned, set_len, wait_for_size, Backing, OpenSpec, OwnerCheck,
-    Segment, DEFAULT_MODE,
+    c_string, check_len, owned, regular_file_stat, set_len, symlink_refused, wait_for_size,
+    Backing, OpenSpec, OwnerCheck, Segment, DEFAULT_MODE, OPEN_FLAGS,
 };
 use crate::error::{Error, Result};
 
@@ -76,7 +76,7 @@ impl Segment {
         let fd = unsafe {
             libc::shm_open(
                 cname.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | OPEN_FLAGS,
                 mode,
             )
         };
@@ -84,7 +84,8 @@ impl Segment {
             return Err(Error::last_os("shm_open(O_CREAT|O_EXCL)", name));
         }
         let fd = owned(fd);
-        let sized = set_len(&fd, len, name)
+        let sized = regular_file_stat(fd.as_raw_fd(), name)
+            .and_then(|_| set_len(&fd, len, name))
             .and_then(|()| Segment::map_fd(fd.as_raw_fd(), len, posix_backing(name), name));
         if sized.is_err() {
             // We created it; do not leave a half-made object behind.
@@ -129,15 +130,22 @@ impl Segment {
     pub(crate) fn posix_open_checked(name: &str, spec: OpenSpec) -> Result<Segment> {
         validate_posix_name(name)?;
         let cname = c_string(name)?;
+        // glibc's shm_open adds O_NOFOLLOW and O_CLOEXEC itself; OPEN_FLAGS says so too,
+        // and adds O_NONBLOCK (a FIFO planted in /dev/shm must not block us) and
+        // O_NOCTTY.
         // SAFETY: `cname` is a valid NUL-terminated string.
-        let fd =
-            unsafe { libc::shm_open(cname.as_ptr(), spec.access_flags() | libc::O_CLOEXEC, 0) };
+        let fd = unsafe { libc::shm_open(cname.as_ptr(), spec.access_flags() | OPEN_FLAGS, 0) };
         if fd < 0 {
-            return Err(Error::last_os("shm_open", name));
+            let err = Error::last_os("shm_open", name);
+            // The name has no '/', so under O_NOFOLLOW only the object itself can loop.
+            if err.raw_os_error() == Some(libc::ELOOP) {
+                return Err(symlink_refused(name));
+            }
+            return Err(err);
         }
         let fd = owned(fd);
-        spec.owner
-            .check(fd_stat(fd.as_raw_fd(), name)?.st_uid, name)?;
+        let st = regular_file_stat(fd.as_raw_fd(), name)?;
+        spec.owner.check(st.st_uid, name)?;
         let len = wait_for_size(fd.as_raw_fd(), name, spec.size_if_unsized)?;
         Segment::map_fd_with(
             fd.as_raw_fd(),
