@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::{
     check_len, non_regular_kind, regular_file_stat, set_len, symlink_refused, wait_for_size,
-    Backing, OpenSpec, OwnerCheck, Segment, DEFAULT_MODE, OPEN_FLAGS,
+    Backing, OpenSpec, OwnerCheck, Ownership, Segment, DEFAULT_MODE, OPEN_FLAGS,
 };
 use crate::error::{Error, Result};
 
@@ -99,9 +99,10 @@ impl Segment {
     /// Opens and maps the existing file `path`, whole. Waits up to
     /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
     ///
-    /// Refuses a file owned by another user with [`Error::ForeignOwner`] (use
-    /// [`file_open_any_owner`](Self::file_open_any_owner) when that is intended) and
-    /// anything but a regular file with [`Error::NotRegularFile`]: a symbolic link at
+    /// Refuses a file owned by another user ([`Error::ForeignOwner`]) or whose mode lets
+    /// group or others access it ([`Error::OpenToOthers`]), both judged by `fstat` on
+    /// the opened descriptor (use [`file_open_any_owner`](Self::file_open_any_owner)
+    /// when that is intended), and anything but a regular file with [`Error::NotRegularFile`]: a symbolic link at
     /// `path` is not followed (`O_NOFOLLOW`), a FIFO is not waited on (`O_NONBLOCK`), a
     /// device is refused before it is opened. A missing file is [`Error::Os`] with
     /// `ENOENT`.
@@ -109,7 +110,9 @@ impl Segment {
         Segment::file_open_checked(path.as_ref(), OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
-    /// As [`file_open`](Self::file_open), accepting a file owned by any user.
+    /// As [`file_open`](Self::file_open), accepting a file of any owner and mode (it
+    /// must still be a regular file, and our access is what its mode grants).
+    #[doc = super::any_owner_warning!()]
     pub fn file_open_any_owner(path: impl AsRef<Path>) -> Result<Segment> {
         Segment::file_open_checked(path.as_ref(), OpenSpec::new(OwnerCheck::Any))
     }
@@ -144,7 +147,7 @@ impl Segment {
             "open",
             path,
         )?;
-        spec.owner.check(st.st_uid, &target)?;
+        spec.owner.check(Ownership::of_file(&st), &target)?;
         let len = wait_for_size(file.as_raw_fd(), &target, spec.size_if_unsized)?;
         Segment::map_fd_with(
             file.as_raw_fd(),

@@ -4,7 +4,7 @@ use std::os::fd::AsRawFd;
 
 use super::{
     c_string, check_len, owned, regular_file_stat, set_len, symlink_refused, wait_for_size,
-    Backing, OpenSpec, OwnerCheck, Segment, DEFAULT_MODE, OPEN_FLAGS,
+    Backing, OpenSpec, OwnerCheck, Ownership, Segment, DEFAULT_MODE, OPEN_FLAGS,
 };
 use crate::error::{Error, Result};
 
@@ -98,16 +98,20 @@ impl Segment {
     /// Opens and maps the existing POSIX shared-memory object `name`, whole. Waits up to
     /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
     ///
-    /// Refuses an object owned by another user with [`Error::ForeignOwner`] (someone else
-    /// may have planted it under the expected name); use
-    /// [`posix_open_any_owner`](Self::posix_open_any_owner) when that is intended. A
-    /// missing name is [`Error::Os`] with `ENOENT`. Check the size you need with
+    /// Refuses an object owned by another user ([`Error::ForeignOwner`]: someone else
+    /// may have planted it under the expected name) or whose mode lets group or others
+    /// access it ([`Error::OpenToOthers`]), both judged by `fstat` on the opened
+    /// descriptor; use [`posix_open_any_owner`](Self::posix_open_any_owner) when that is
+    /// intended. Anything but a regular file (a symbolic link or FIFO planted in
+    /// `/dev/shm`) is [`Error::NotRegularFile`]. A missing name is [`Error::Os`] with `ENOENT`. Check the size you need with
     /// [`require_len`](Self::require_len).
     pub fn posix_open(name: &str) -> Result<Segment> {
         Segment::posix_open_checked(name, OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
-    /// As [`posix_open`](Self::posix_open), accepting an object owned by any user.
+    /// As [`posix_open`](Self::posix_open), accepting an object of any owner and mode
+    /// (it must still be a regular file, and our access is what its mode grants).
+    #[doc = super::any_owner_warning!()]
     pub fn posix_open_any_owner(name: &str) -> Result<Segment> {
         Segment::posix_open_checked(name, OpenSpec::new(OwnerCheck::Any))
     }
@@ -145,7 +149,7 @@ impl Segment {
         }
         let fd = owned(fd);
         let st = regular_file_stat(fd.as_raw_fd(), name)?;
-        spec.owner.check(st.st_uid, name)?;
+        spec.owner.check(Ownership::of_file(&st), name)?;
         let len = wait_for_size(fd.as_raw_fd(), name, spec.size_if_unsized)?;
         Segment::map_fd_with(
             fd.as_raw_fd(),
