@@ -366,6 +366,9 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
 /// With [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked and marked
 /// consistent with their data as it is.
 pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Vec<Action>> {
+    if !opts.dry_run {
+        region.check_writable("recover")?;
+    }
     let mut actions = Vec::new();
     let (claim, liveness) = region.claim_holder();
     if claim != 0 && liveness == Liveness::Dead {
@@ -376,7 +379,7 @@ pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Vec<Action>> {
                 "<region>",
                 format!("would free the table claim of dead pid {pid}"),
             );
-        } else if region.release_dead_claim().is_some() {
+        } else if region.release_dead_claim()?.is_some() {
             act(
                 &mut actions,
                 "<region>",

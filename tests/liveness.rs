@@ -161,7 +161,7 @@ fn assert_nothing_taken(region: &Region, o: &Objects, pid: u32, expected: Livene
     assert_eq!(claim as u32 & PACKED_PID_MASK, pid, "{pid} holds the claim");
     assert_eq!(claim_liveness, expected, "the live claimant judged");
     assert_eq!(packed_liveness(claim), expected);
-    assert_eq!(region.release_dead_claim(), None, "a live claim released");
+    assert_eq!(region.release_dead_claim().unwrap(), None, "a live claim released");
     assert!(
         matches!(
             region.get_or_init_with::<Semaphore>("other", 0, CLAIM_PATIENCE),
