@@ -5,7 +5,9 @@
 //!   all of them are recovered;
 //! - inside a pid namespace that kept its parent's `/proc` (`unshare --pid --fork`
 //!   without `--mount-proc`), nothing is judged dead: every answer is `Unknown`, so a
-//!   live holder keeps what it holds.
+//!   live holder keeps what it holds;
+//! - a `/proc` that hides other users' processes (`hidepid=invisible`) does not make
+//!   them dead: a live holder another user cannot see in `/proc` is `Unknown`.
 #![allow(clippy::disallowed_types)]
 mod common;
 
@@ -26,6 +28,7 @@ fn child_role() {
         ("ns_checker", ns_checker),
         ("ns_holder", ns_holder),
         ("decoy", decoy),
+        ("hidden_checker", hidden_checker),
     ]);
 }
 
@@ -161,7 +164,11 @@ fn assert_nothing_taken(region: &Region, o: &Objects, pid: u32, expected: Livene
     assert_eq!(claim as u32 & PACKED_PID_MASK, pid, "{pid} holds the claim");
     assert_eq!(claim_liveness, expected, "the live claimant judged");
     assert_eq!(packed_liveness(claim), expected);
-    assert_eq!(region.release_dead_claim().unwrap(), None, "a live claim released");
+    assert_eq!(
+        region.release_dead_claim().unwrap(),
+        None,
+        "a live claim released"
+    );
     assert!(
         matches!(
             region.get_or_init_with::<Semaphore>("other", 0, CLAIM_PATIENCE),
@@ -430,4 +437,91 @@ fn pid_namespace_sharing_the_parents_proc_judges_nobody_dead() {
     );
     checker.expect_success(common::WATCHDOG * 2);
     drop(decoy);
+}
+
+/// Exit code of [`hidden_checker`] when the `/proc` it got does not hide the holder (a
+/// kernel without per-mount `hidepid`): the test cannot show anything there.
+const HIDEPID_INEFFECTIVE: i32 = 77;
+
+/// Runs as the second user under a `/proc` mounted `hidepid=invisible`: the holder (a
+/// live root process, args: pid, start time, tid) is hidden from it, yet must not read
+/// as dead; a pid that no process has still reads as dead.
+fn hidden_checker(args: &[String]) {
+    let pid: u32 = args[0].parse().unwrap();
+    let holder = ProcessIdentity {
+        pid,
+        start_time: args[1].parse().unwrap(),
+        ..ProcessIdentity::current().unwrap()
+    };
+    let tid: u32 = args[2].parse().unwrap();
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        std::process::exit(HIDEPID_INEFFECTIVE);
+    }
+    assert_eq!(
+        holder.liveness(),
+        Liveness::Unknown,
+        "a hidden live process"
+    );
+    assert_eq!(packed_liveness(holder.packed()), Liveness::Unknown);
+    assert_eq!(
+        thread_liveness(tid),
+        Liveness::Unknown,
+        "a hidden live thread"
+    );
+    let ghost = ProcessIdentity {
+        pid: absent_pid_by_kill(),
+        ..holder
+    };
+    assert_eq!(ghost.liveness(), Liveness::Dead, "a pid no process has");
+}
+
+/// The highest pid below `pid_max` that no process has (`kill(pid, 0)` says `ESRCH`),
+/// whatever `/proc` shows.
+fn absent_pid_by_kill() -> u32 {
+    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    (300..max)
+        .rev()
+        // SAFETY: signal 0 sends nothing.
+        .find(|&p| unsafe { libc::kill(p, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+        .expect("a free pid") as u32
+}
+
+#[test]
+fn processes_hidden_by_hidepid_are_not_dead() {
+    const WHAT: &str = "processes_hidden_by_hidepid_are_not_dead";
+    let Some(user) = common::second_user(WHAT) else {
+        return;
+    };
+    let me = ProcessIdentity::current().unwrap();
+    let tid = process::current_tid().to_string();
+    // A private mount namespace with its own /proc instance, hiding other users'
+    // processes; then the test binary runs as the second user.
+    let script = format!(
+        "mount -t proc -o hidepid=invisible proc /proc && \
+         exec setpriv --reuid={} --regid={} --clear-groups -- \"$0\" \"$@\"",
+        user.uid, user.gid
+    );
+    let wrapper = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let args = [me.pid.to_string(), me.start_time.to_string(), tid];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut checker = common::spawn_via(&wrapper, "hidden_checker", &args, &[]);
+    let status = checker.wait(common::WATCHDOG);
+    if status.code() == Some(HIDEPID_INEFFECTIVE) {
+        eprintln!("SKIPPED {WHAT}: a hidepid=invisible /proc still shows root's processes here");
+        return;
+    }
+    assert!(status.success(), "the checker failed: {status:?}");
 }
