@@ -511,6 +511,14 @@ pub enum LockError<'a, T: AnyBitPattern> {
     NotRecoverable,
     /// Any other error number from pthread.
     Os(i32),
+    /// A word of glibc's mutex is not what this build's initialization wrote (corrupt
+    /// or hostile shared memory); glibc was not called. See [`RawLockError::Corrupt`].
+    Corrupt {
+        /// Which word.
+        what: &'static str,
+        /// The value found.
+        found: u32,
+    },
 }
 
 impl<'a, T: AnyBitPattern> LockError<'a, T> {
@@ -522,6 +530,7 @@ impl<'a, T: AnyBitPattern> LockError<'a, T> {
             RawLockError::Deadlock => LockError::Deadlock,
             RawLockError::NotRecoverable => LockError::NotRecoverable,
             RawLockError::Os(e) => LockError::Os(e),
+            RawLockError::Corrupt { what, found } => LockError::Corrupt { what, found },
         }
     }
 
@@ -540,6 +549,11 @@ impl<T: AnyBitPattern> fmt::Debug for LockError<'_, T> {
             LockError::Deadlock => f.write_str("Deadlock"),
             LockError::NotRecoverable => f.write_str("NotRecoverable"),
             LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+            LockError::Corrupt { what, found } => f
+                .debug_struct("Corrupt")
+                .field("what", what)
+                .field("found", found)
+                .finish(),
         }
     }
 }
@@ -555,6 +569,11 @@ impl<T: AnyBitPattern> fmt::Display for LockError<'_, T> {
             LockError::Deadlock => RawLockError::Deadlock.fmt(f),
             LockError::NotRecoverable => RawLockError::NotRecoverable.fmt(f),
             LockError::Os(e) => RawLockError::Os(*e).fmt(f),
+            LockError::Corrupt { what, found } => RawLockError::Corrupt {
+                what,
+                found: *found,
+            }
+            .fmt(f),
         }
     }
 }
