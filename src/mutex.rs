@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::futex::Deadline;
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
-use crate::raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+use crate::raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 use crate::sync::UnsafeCell;
 
 /// A mutex that lives in shared memory, protects a `T`, and survives the death of its
@@ -511,11 +511,12 @@ pub enum LockError<'a, T: AnyBitPattern> {
     NotRecoverable,
     /// Any other error number from pthread.
     Os(i32),
-    /// A word of glibc's mutex is not what this build's initialization wrote (corrupt
-    /// or hostile shared memory); glibc was not called. See [`RawLockError::Corrupt`].
+    /// A word of glibc's mutex holds a value that neither initialization nor glibc
+    /// leaves there (corrupt or hostile shared memory); glibc was not called, and the
+    /// caller does not hold the lock. See [`RawLockError::Corrupt`].
     Corrupt {
         /// Which word.
-        what: &'static str,
+        word: MutexWord,
         /// The value found.
         found: u32,
     },
@@ -530,7 +531,7 @@ impl<'a, T: AnyBitPattern> LockError<'a, T> {
             RawLockError::Deadlock => LockError::Deadlock,
             RawLockError::NotRecoverable => LockError::NotRecoverable,
             RawLockError::Os(e) => LockError::Os(e),
-            RawLockError::Corrupt { what, found } => LockError::Corrupt { what, found },
+            RawLockError::Corrupt { word, found } => LockError::Corrupt { word, found },
         }
     }
 
@@ -549,9 +550,9 @@ impl<T: AnyBitPattern> fmt::Debug for LockError<'_, T> {
             LockError::Deadlock => f.write_str("Deadlock"),
             LockError::NotRecoverable => f.write_str("NotRecoverable"),
             LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
-            LockError::Corrupt { what, found } => f
+            LockError::Corrupt { word, found } => f
                 .debug_struct("Corrupt")
-                .field("what", what)
+                .field("word", word)
                 .field("found", found)
                 .finish(),
         }
@@ -569,8 +570,8 @@ impl<T: AnyBitPattern> fmt::Display for LockError<'_, T> {
             LockError::Deadlock => RawLockError::Deadlock.fmt(f),
             LockError::NotRecoverable => RawLockError::NotRecoverable.fmt(f),
             LockError::Os(e) => RawLockError::Os(*e).fmt(f),
-            LockError::Corrupt { what, found } => RawLockError::Corrupt {
-                what,
+            LockError::Corrupt { word, found } => RawLockError::Corrupt {
+                word: *word,
                 found: *found,
             }
             .fmt(f),

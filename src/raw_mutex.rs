@@ -49,15 +49,37 @@ pub enum RawLockError {
     NotRecoverable,
     /// Any other error number from pthread.
     Os(i32),
-    /// A word of glibc's `pthread_mutex_t` that glibc acts on does not hold what this
-    /// build's initialization wrote (corrupt or hostile shared memory). glibc was not
-    /// called: with such a word it may abort the process or wait forever.
+    /// A word of glibc's `pthread_mutex_t` that glibc acts on holds a value that neither
+    /// this build's initialization nor glibc's own use leaves there (corrupt or hostile
+    /// shared memory): the kind word differs from the one init wrote, or the lock word
+    /// has waiters but no owner. glibc was not called again: with such a word it may
+    /// abort the process or wait forever.
     Corrupt {
         /// Which word.
-        what: &'static str,
+        word: MutexWord,
         /// The value found.
         found: u32,
     },
+}
+
+/// Which word of glibc's `pthread_mutex_t` a [`RawLockError::Corrupt`] is about. (A
+/// one-byte tag, not a string, so lock results stay two words and return in registers
+/// on the uncontended path.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MutexWord {
+    /// `__kind`: not the kind this build's initialization writes.
+    Kind,
+    /// `__lock`: the waiters bit without an owner.
+    Lock,
+}
+
+impl fmt::Display for MutexWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MutexWord::Kind => "glibc kind word",
+            MutexWord::Lock => "glibc lock word (waiters but no owner)",
+        })
+    }
 }
 
 impl RawLockError {
@@ -99,10 +121,10 @@ impl fmt::Display for RawLockError {
             RawLockError::Os(e) => {
                 write!(f, "pthread error: {}", std::io::Error::from_raw_os_error(*e))
             }
-            RawLockError::Corrupt { what, found } => write!(
+            RawLockError::Corrupt { word, found } => write!(
                 f,
-                "the mutex's {what} is {found:#x}, not what this build's initialization \
-                 wrote: corrupt shared memory (glibc was not called)"
+                "the mutex's {word} is {found:#x}, a value neither its initialization nor \
+                 glibc leaves there: corrupt shared memory (glibc was not called)"
             ),
         }
     }
@@ -351,35 +373,60 @@ impl RawRobustMutex {
         Ok(())
     }
 
-    /// Fails with [`RawLockError::Corrupt`] unless glibc's `__kind` word holds what
-    /// `init_pthread` writes. Called before every glibc call on the mutex that reads
-    /// the kind: glibc dispatches on it, and a wrong one makes it abort the process
-    /// (priority-protect: an assertion in `tpp.c`), wait forever for a dead owner
-    /// (non-robust kinds), or misread the other words. `pthread_mutex_init` writes no
-    /// other non-zero word (pinned by a unit test), and with the kind pinned glibc only
-    /// reads the words a robust error-checking mutex keeps as lock state.
+    /// Whether glibc's `__kind` word holds what `init_pthread` writes. Checked before
+    /// every glibc call on the mutex that reads the kind: glibc dispatches on it, and a
+    /// wrong one makes it abort the process (priority-protect: an assertion in
+    /// `tpp.c`), wait forever for a dead owner (non-robust kinds), or misread the other
+    /// words. `pthread_mutex_init` writes no other non-zero word (pinned by a unit
+    /// test), and with the kind pinned glibc only reads the words a robust
+    /// error-checking mutex keeps as lock state.
     ///
     /// One relaxed load and a compare: it is on the uncontended lock's path.
     #[inline(always)]
-    fn check_glibc(&self) -> Result<(), RawLockError> {
+    fn kind_ok(&self) -> bool {
         #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
-        {
-            // SAFETY: `__kind` lies inside the mapped, 8-aligned `pthread_mutex_t`
-            // (init_at/attach checked placement; the mapping outlives `self`); glibc
-            // stores it only in `pthread_mutex_init`, with a relaxed atomic store.
-            // Relaxed: the only legitimate store is that initialization — in this
-            // process before `init_at` returned, in another before the header's Release
-            // publish that `attach` acquired — so this load sees it or a later
-            // corruption; nothing else is ordered by the check, and glibc itself reads
-            // the word with a relaxed load.
-            let kind = self
-                .inner
-                .with(|m| unsafe { crate::sync::peek_u32(m.cast::<u32>().add(KIND_WORD)) });
-            if kind != GLIBC_KIND {
-                return Err(corrupt_kind(kind));
-            }
+        return self.glibc_kind() == GLIBC_KIND;
+        #[cfg(not(all(not(shmsync_loom), target_env = "gnu")))]
+        true
+    }
+
+    /// glibc's `__kind` word.
+    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[inline(always)]
+    fn glibc_kind(&self) -> u32 {
+        // SAFETY: `__kind` lies inside the mapped, 8-aligned `pthread_mutex_t`
+        // (init_at/attach checked placement; the mapping outlives `self`); glibc stores
+        // it only in `pthread_mutex_init`, with a relaxed atomic store.
+        // Relaxed: the only legitimate store is that initialization — in this process
+        // before `init_at` returned, in another before the header's Release publish
+        // that `attach` acquired — so this load sees it or a later corruption; nothing
+        // else is ordered by the check, and glibc itself reads the word with a relaxed
+        // load.
+        self.inner
+            .with(|m| unsafe { crate::sync::peek_u32(m.cast::<u32>().add(KIND_WORD)) })
+    }
+
+    /// [`kind_ok`](Self::kind_ok) as a result, for the calls off the lock fast path.
+    #[inline]
+    fn check_glibc(&self) -> Result<(), RawLockError> {
+        if self.kind_ok() {
+            return Ok(());
         }
-        Ok(())
+        Err(self.corrupt_kind())
+    }
+
+    /// The error for a kind word that failed the check (read again for the report).
+    #[cold]
+    #[inline(never)]
+    fn corrupt_kind(&self) -> RawLockError {
+        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+        let found = self.glibc_kind();
+        #[cfg(not(all(not(shmsync_loom), target_env = "gnu")))]
+        let found = 0;
+        RawLockError::Corrupt {
+            word: MutexWord::Kind,
+            found,
+        }
     }
 
     /// Blocks until the lock is acquired. Never returns EINTR.
@@ -397,9 +444,11 @@ impl RawRobustMutex {
     /// relaxed load: if it is not what this build's initialization wrote, the call fails
     /// with [`RawLockError::Corrupt`] and glibc is not called — on such a word glibc
     /// may abort the process (priority-protect kinds) or let a dead holder block every
-    /// locker forever (non-robust kinds). A process with write access that changes the
-    /// word between the check and glibc's own read is not stopped by it: share the
-    /// memory writable only with processes you trust.
+    /// locker forever (non-robust kinds). When a lock attempt finds the mutex busy, the
+    /// lock word is checked too: waiters but no owner (a value glibc and the kernel
+    /// never leave, on which glibc would sleep forever) is `Corrupt` as well. A process
+    /// with write access that changes a word between the check and glibc's own read is
+    /// not stopped by it: share the memory writable only with processes you trust.
     #[inline]
     pub fn lock(&self) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
@@ -452,23 +501,78 @@ impl RawRobustMutex {
     pub fn try_lock(&self) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
         {
-            self.check_glibc()?;
-            // SAFETY: `inner` is an initialized pshared robust mutex (init_at/attach)
-            // whose kind word was just checked.
-            let r = self
-                .inner
-                .with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) });
+            // A corrupt kind word takes the failure path with a value no pthread call
+            // returns, so the success path stays the compare and the trylock (an early
+            // `Err` return here costs the inlined callers a dozen instructions).
+            let r = if self.kind_ok() {
+                // SAFETY: `inner` is an initialized pshared robust mutex (init_at/
+                // attach) whose kind word was just checked.
+                self.inner
+                    .with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) })
+            } else {
+                KIND_CORRUPT
+            };
             if r == 0 {
                 return Ok(Acquired::Clean);
             }
-            #[cfg(target_env = "gnu")]
-            if r == libc::ENOTRECOVERABLE {
-                self.undo_glibc_trylock_leak();
-            }
-            lock_result(r)
+            self.trylock_failed(r)
         }
         #[cfg(shmsync_loom)]
         self.inner.try_lock()
+    }
+
+    /// The outcome of a `pthread_mutex_trylock` that returned `r` (non-zero), or of a
+    /// kind check that failed (`KIND_CORRUPT`).
+    #[cfg(not(shmsync_loom))]
+    #[cold]
+    #[inline(never)]
+    fn trylock_failed(&self, r: i32) -> Result<Acquired, RawLockError> {
+        #[cfg(target_env = "gnu")]
+        if r == libc::EBUSY {
+            self.check_lock_word()?;
+        }
+        #[cfg(target_env = "gnu")]
+        if r == libc::ENOTRECOVERABLE {
+            self.undo_glibc_trylock_leak();
+        }
+        self.lock_failed(r)
+    }
+
+    /// Maps a non-zero lock result, or `KIND_CORRUPT`.
+    #[cfg(not(shmsync_loom))]
+    #[cold]
+    fn lock_failed(&self, r: i32) -> Result<Acquired, RawLockError> {
+        if r == KIND_CORRUPT {
+            return Err(self.corrupt_kind());
+        }
+        lock_result(r)
+    }
+
+    /// Refuses a lock word that has the waiters bit but no owner — neither a thread id
+    /// nor owner-died: glibc's lock would sleep on it forever, since no owner exists to
+    /// wake it (and no dead one for [`release_dead_owner`](Self::release_dead_owner) to
+    /// release). Neither glibc nor the kernel ever leaves that value: glibc sets the
+    /// waiters bit only next to an owner's id, unlocking clears the whole word, and the
+    /// kernel's death handling keeps the bit but sets owner-died. Checked only when a
+    /// lock attempt found the mutex busy, so the uncontended path does not pay for it.
+    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cold]
+    fn check_lock_word(&self) -> Result<(), RawLockError> {
+        // SAFETY: glibc's `__lock`, the first word of the mapped, aligned mutex, only
+        // ever accessed atomically.
+        // Relaxed: the value alone decides; no legitimate sequence of stores passes
+        // through the refused value, so whatever is read is either a real lock state
+        // or the corruption.
+        let word = self
+            .inner
+            .with(|m| unsafe { crate::sync::peek_u32(m.cast::<u32>()) });
+        if word == FUTEX_WAITERS {
+            return Err(RawLockError::Corrupt {
+                word: MutexWord::Lock,
+                found: word,
+            });
+        }
+        Ok(())
     }
 
     /// glibc's `pthread_mutex_trylock` on a not-recoverable robust mutex takes the lock
@@ -506,12 +610,15 @@ impl RawRobustMutex {
     pub fn lock_deadline(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
         {
-            self.check_glibc()?;
-            let r = self.clocklock(deadline);
+            let r = if self.kind_ok() {
+                self.clocklock(deadline)
+            } else {
+                KIND_CORRUPT
+            };
             if r == 0 {
                 return Ok(Acquired::Clean);
             }
-            lock_result(r)
+            self.lock_failed(r)
         }
         #[cfg(shmsync_loom)]
         self.inner.lock(Some(deadline))
@@ -568,7 +675,7 @@ impl RawRobustMutex {
     pub unsafe fn unlock(&self) -> i32 {
         #[cfg(not(shmsync_loom))]
         {
-            if self.check_glibc().is_err() {
+            if !self.kind_ok() {
                 return libc::EINVAL;
             }
             // SAFETY: `inner` is an initialized mutex held by this thread (caller's
@@ -747,14 +854,10 @@ const KIND_WORD: usize = 4;
 #[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "32"))]
 const KIND_WORD: usize = 3;
 
-#[cfg(all(not(shmsync_loom), target_env = "gnu"))]
-#[cold]
-fn corrupt_kind(found: u32) -> RawLockError {
-    RawLockError::Corrupt {
-        what: "glibc kind word",
-        found,
-    }
-}
+/// Stands for "kind word corrupt, glibc not called" among pthread results, which are 0
+/// or positive error numbers.
+#[cfg(not(shmsync_loom))]
+const KIND_CORRUPT: i32 = -1;
 
 /// glibc's robust-mutex lock word bits (see `linux/futex.h`).
 const FUTEX_WAITERS: u32 = 0x8000_0000;
@@ -914,7 +1017,7 @@ mod tests {
         // Priority-protect, error-checking, process-shared: glibc aborts in lock.
         kind.store(64 | 2 | 128, crate::sync::Ordering::Relaxed);
         let corrupt = RawLockError::Corrupt {
-            what: "glibc kind word",
+            word: MutexWord::Kind,
             found: 64 | 2 | 128,
         };
         assert_eq!(m.try_lock(), Err(corrupt));

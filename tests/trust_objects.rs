@@ -46,6 +46,7 @@ fn child_role() {
         ("bad_kind_make_consistent", bad_kind_make_consistent),
         ("bad_kind_recover", bad_kind_recover),
         ("bad_kind_tables", bad_kind_tables),
+        ("orphan_waiters_bit", orphan_waiters_bit),
         ("stopped_table_holder", stopped_table_holder),
     ]);
 }
@@ -173,6 +174,34 @@ fn bad_kind_dead_holder(_: &[String]) {
 #[test]
 fn non_robust_kind_with_a_dead_holder_is_corrupt_not_a_hang() {
     run_child("bad_kind_dead_holder", &[]);
+}
+
+/// Child: a lock word with the waiters bit and no owner (no thread id, not owner-died),
+/// a value neither glibc nor the kernel leaves. glibc's lock would sleep on it forever;
+/// `lock` and `try_lock` report `Corrupt`, a timed lock times out.
+fn orphan_waiters_bit(_: &[String]) {
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    let seg = Segment::anonymous(4096).unwrap();
+    let m = new_mutex(&seg);
+    // SAFETY: glibc's `__lock`, the first word of the pthread_mutex_t, which starts
+    // after the mutex's 24-byte header; 8-aligned, inside the live mapping, and only
+    // accessed atomically.
+    let lock_word = unsafe { &*seg.as_ptr().add(24).cast::<AtomicU32>() };
+    assert_eq!(lock_word.load(SeqCst), 0);
+    lock_word.store(FUTEX_WAITERS, SeqCst);
+    expect_corrupt(m.try_lock(), FUTEX_WAITERS, "try_lock");
+    expect_corrupt(m.lock(), FUTEX_WAITERS, "lock");
+    assert!(matches!(
+        m.lock_timeout(Duration::from_millis(100)),
+        Err(LockError::TimedOut)
+    ));
+    lock_word.store(0, SeqCst);
+    assert_eq!(*m.lock().expect("lock with the word cleared"), 7);
+}
+
+#[test]
+fn waiters_bit_without_an_owner_is_corrupt_not_a_hang() {
+    run_child("orphan_waiters_bit", &[]);
 }
 
 /// Child: the successor of a dead holder locks (owner died); the kind word is then
