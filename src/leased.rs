@@ -701,7 +701,12 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// at most [`RELEASE_WAIT`]. Returns whether it was still recorded there (it is
     /// not if it was reclaimed as a dead holder's).
     fn release(&self, slot: u32, identity: &ProcessIdentity) -> Result<bool> {
-        let mut table = self.lock_table(release_deadline())?;
+        let mut table = match self.lock_table(release_deadline()) {
+            // The bound may have run out while this process was stopped itself, with
+            // the lock free by now: one last try without waiting.
+            Err(Error::TimedOut(what)) => self.try_lock_table()?.ok_or(Error::TimedOut(what))?,
+            locked => locked?,
+        };
         let Some(s) = self.slots.get(slot as usize) else {
             return Ok(false);
         };
@@ -865,6 +870,26 @@ impl<const SLOTS: usize> Drop for Permit<'_, SLOTS> {
 /// [`RELEASE_WAIT`]); [`into_permit`](Self::into_permit) gives it back for a retry;
 /// converting into [`Error`] (e.g. with `?`) keeps the lease recorded, as
 /// [`Permit::forget`] does.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping large enough, that outlives `sem`.
+/// let sem: &LeasedSemaphore = unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 1)? };
+/// let mut permit = sem.acquire()?;
+/// // Retry a few times (each try waits at most RELEASE_WAIT), then keep the lease
+/// // recorded for reclaim_dead after this process exits.
+/// for attempt in 1.. {
+///     match permit.release() {
+///         Ok(()) => break,
+///         Err(e) if attempt < 3 => permit = e.into_permit(),
+///         Err(e) => return Err(e.into()),
+///     }
+/// }
+/// assert_eq!(sem.value(), 1);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 pub struct ReleaseError<'a, const SLOTS: usize = DEFAULT_SLOTS> {
     permit: Permit<'a, SLOTS>,
     error: Error,

@@ -318,16 +318,18 @@ fn embedded_locks_refuse_a_corrupt_kind_word() {
     run_child("bad_kind_tables", &[]);
 }
 
-/// Child (args: region name): holds two permits, then a forked process takes the lease
-/// table's lock and is stopped. `try_acquire` reports would-block, a dropped permit
-/// returns within its bound leaving its lease recorded, `release` hands its permit
-/// back; once the holder is killed everything works again. Exits holding the dropped
-/// permit's lease, which the parent reclaims.
+/// Child (args: region name): holds three of four permits, then a forked process takes
+/// the lease table's lock and is stopped. `try_acquire` reports would-block; a dropped
+/// permit returns within its bound leaving its lease recorded; `release` hands its
+/// permit back, or, converted into `Error`, leaves the lease recorded; once the holder
+/// is killed everything works again. Exits holding the two leases left recorded, which
+/// the parent reclaims.
 fn stopped_table_holder(args: &[String]) {
     let region = Region::open(&Location::parse(&args[0]).unwrap()).unwrap();
     let sem: &LeasedSemaphore = region.get("sem").unwrap();
     let dropped = sem.acquire().unwrap();
     let released = sem.acquire().unwrap();
+    let converted = sem.acquire().unwrap();
     let mut holder = fork_holder(sem.table_lock());
     holder.signal(libc::SIGSTOP);
     common::wait_until(common::WATCHDOG, "holder stopped", || {
@@ -350,6 +352,11 @@ fn stopped_table_holder(args: &[String]) {
     let released = err.into_permit();
     assert_eq!(sem.value(), 1);
 
+    // Converted into the crate's error (as `?` does), the lease stays recorded.
+    let err: Error = converted.release().unwrap_err().into();
+    assert!(matches!(err, Error::TimedOut(_)), "{err}");
+    assert_eq!(sem.value(), 1);
+
     // The holder runs on, then dies holding the lock: everything works again.
     holder.signal(libc::SIGCONT);
     holder.kill();
@@ -358,7 +365,7 @@ fn stopped_table_holder(args: &[String]) {
     let me = std::process::id();
     let leases = sem.leases().unwrap();
     assert_eq!(leases.len(), 1, "{leases:?}");
-    assert_eq!((leases[0].identity.pid, leases[0].permits), (me, 1));
+    assert_eq!((leases[0].identity.pid, leases[0].permits), (me, 2));
     let p = sem.try_acquire().unwrap().expect("a free permit");
     drop(p);
     assert_eq!(sem.value(), 2);
@@ -371,16 +378,17 @@ fn stopped_table_holder_blocks_neither_try_acquire_nor_a_permit_drop() {
     let name = common::ShmName::new("stopped");
     let location = Location::parse(name.as_str()).unwrap();
     let region = Region::create(&location, 1 << 16).unwrap();
-    let sem: &LeasedSemaphore = region.get_or_init("sem", 3).unwrap();
+    let sem: &LeasedSemaphore = region.get_or_init("sem", 4).unwrap();
     let mut child = common::spawn("stopped_table_holder", &[name.as_str()]);
     let pid = child.pid() as u32;
     child.expect_success(common::WATCHDOG);
-    // The dropped permit's lease stayed recorded until its process was gone.
+    // The leases of the dropped and the converted permit stayed recorded until their
+    // process was gone.
     let reclaimed = sem.reclaim_dead().unwrap();
     assert_eq!(reclaimed.holders.len(), 1, "{reclaimed:?}");
     assert_eq!(reclaimed.holders[0].0.pid, pid);
-    assert_eq!(reclaimed.permits(), 1);
-    assert_eq!(sem.value(), 3);
+    assert_eq!(reclaimed.permits(), 2);
+    assert_eq!(sem.value(), 4);
 }
 
 #[test]
