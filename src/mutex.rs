@@ -396,9 +396,12 @@ impl<T: AnyBitPattern> Drop for MutexGuard<'_, T> {
         // SAFETY: the guard proves that this thread holds the lock; the data borrows it
         // handed out have ended (they borrow the guard).
         let r = unsafe { self.mutex.raw.unlock() };
-        // The only failure pthread reports is EPERM, "not the owner": that happens only
-        // for a guard copied into a fork child, where the lock still belongs to the
-        // parent's thread and must stay as it is. Nothing to do, and no panic in Drop.
+        // EPERM, "not the owner", happens only for a guard copied into a fork child,
+        // where the lock still belongs to the parent's thread and must stay as it is.
+        // EINVAL: glibc's kind word was corrupted while held, so glibc was not called;
+        // the lock stays with this thread until it exits (the kernel then marks it
+        // owner-died), and every other locker gets `Corrupt`. Nothing to do either
+        // way, and no panic in Drop.
         let _ = r;
     }
 }
@@ -444,8 +447,10 @@ impl<'a, T: AnyBitPattern> OwnerDiedGuard<'a, T> {
         let r = unsafe { mutex.raw.make_consistent() };
         // pthread_mutex_consistent fails only with EINVAL, for a mutex that is not
         // robust (never: init_at makes it robust) or not inconsistent (then it already
-        // is consistent). Either way the lock is still held and an ordinary guard is
-        // the right thing to return; a recovery path must not panic.
+        // is consistent); `Corrupt` means glibc's kind word was corrupted while held,
+        // and every later lock call reports it. Either way the lock is still held and
+        // an ordinary guard is the right thing to return; a recovery path must not
+        // panic.
         let _ = r;
         MutexGuard::new(mutex)
     }
@@ -478,7 +483,7 @@ impl<T: AnyBitPattern> Drop for OwnerDiedGuard<'_, T> {
         // SAFETY: this thread holds the lock. Unlocking an inconsistent robust mutex
         // makes it not recoverable (pthread semantics) — the documented outcome.
         let r = unsafe { self.mutex.raw.unlock() };
-        // EPERM only for a guard copied into a fork child (see `MutexGuard`'s Drop).
+        // EPERM or EINVAL, as in `MutexGuard`'s Drop.
         let _ = r;
     }
 }
