@@ -272,8 +272,9 @@ struct Table<'a, const SLOTS: usize> {
 
 impl<const SLOTS: usize> Drop for Table<'_, SLOTS> {
     fn drop(&mut self) {
-        // The only failure (EPERM) means the lock was not ours, which `lock_table`
-        // rules out; nothing could be done about it in Drop anyway.
+        // EPERM would mean the lock was not ours, which `lock_table` rules out; EINVAL,
+        // a kind word corrupted while held (glibc not called; every later locker gets
+        // `Corrupt`). Nothing could be done about either in Drop.
         let _ = self.wake_then_unlock();
     }
 }
