@@ -74,6 +74,24 @@ use crate::sync::{futex_impl, AtomicU32, AtomicU64, Ordering};
 /// The default number of lease slots (processes that can hold permits at once).
 pub const DEFAULT_SLOTS: usize = 64;
 
+/// The longest a [`Permit`] waits for the table lock to return itself (on drop or in
+/// [`Permit::release`]); see [`Permit`] for what happens after that.
+pub const RELEASE_WAIT: Duration = Duration::from_secs(1);
+
+/// How many times a non-blocking call retries the table lock (with a spin hint between
+/// tries, a few microseconds in all) before reporting that it would block.
+const TRY_TABLE_ROUNDS: u32 = 64;
+
+/// The deadline of a permit's return: [`RELEASE_WAIT`] from now. None under loom, whose
+/// timed wait may time out at any step and would model a stopped table holder in every
+/// model; the bound is tested across real processes.
+fn release_deadline() -> Option<Deadline> {
+    #[cfg(not(shmsync_loom))]
+    return Some(Deadline::after(RELEASE_WAIT));
+    #[cfg(shmsync_loom)]
+    None
+}
+
 /// One lease: a holder's identity and how many permits it holds. 24 bytes.
 ///
 /// All fields are written only under the table lock; they are atomics so that the
@@ -200,6 +218,14 @@ static_assertions::const_assert_eq!(core::mem::align_of::<LeasedSemaphore>(), 8)
 /// A permit held under a lease. Dropping it returns the permit (and wakes a waiter);
 /// [`forget`](Permit::forget) keeps the lease recorded until its holder dies and the
 /// permit is reclaimed.
+///
+/// Returning a permit takes the table lock, and a live process may hold that lock
+/// indefinitely (stopped by a debugger or `SIGSTOP`). So the wait is bounded: a drop
+/// waits at most [`RELEASE_WAIT`] for the lock; if it cannot have it by then (or the
+/// lock is unusable), the lease stays recorded — the permit is then unavailable until
+/// this process exits and [`LeasedSemaphore::reclaim_dead`] returns it, exactly as for
+/// a [forgotten](Permit::forget) permit. [`release`](Permit::release) has the same
+/// bound but reports the failure and hands the permit back, so the caller can retry.
 #[must_use = "dropping a Permit releases it at once"]
 pub struct Permit<'a, const SLOTS: usize = DEFAULT_SLOTS> {
     sem: &'a LeasedSemaphore<SLOTS>,
@@ -246,8 +272,9 @@ struct Table<'a, const SLOTS: usize> {
 
 impl<const SLOTS: usize> Drop for Table<'_, SLOTS> {
     fn drop(&mut self) {
-        // The only failure (EPERM) means the lock was not ours, which `lock_table`
-        // rules out; nothing could be done about it in Drop anyway.
+        // EPERM would mean the lock was not ours, which `lock_table` rules out; EINVAL,
+        // a kind word corrupted while held (glibc not called; every later locker gets
+        // `Corrupt`). Nothing could be done about either in Drop.
         let _ = self.wake_then_unlock();
     }
 }
@@ -346,14 +373,7 @@ impl<const SLOTS: usize> Table<'_, SLOTS> {
 }
 
 fn lock_error(e: RawLockError) -> Error {
-    let errno = match e {
-        RawLockError::TimedOut => return Error::TimedOut("lease table lock"),
-        RawLockError::WouldBlock => libc::EBUSY,
-        RawLockError::Deadlock => libc::EDEADLK,
-        RawLockError::NotRecoverable => libc::ENOTRECOVERABLE,
-        RawLockError::Os(e) => e,
-    };
-    Error::from_errno("pthread_mutex_lock", "lease table", errno)
+    e.into_error("lease table lock")
 }
 
 impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
@@ -522,6 +542,26 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
             Some(d) => self.lock.lock_deadline(d),
         }
         .map_err(lock_error)?;
+        Ok(self.table_locked(acquired))
+    }
+
+    /// Locks the table without waiting for it: `Ok(None)` if another thread still holds
+    /// it after a brief spin (a table operation lasts well under a microsecond, so a
+    /// holder that keeps it longer is preempted, stopped or dead; a dead holder's lock
+    /// comes back owner-died and is taken).
+    fn try_lock_table(&self) -> Result<Option<Table<'_, SLOTS>>> {
+        for _ in 0..TRY_TABLE_ROUNDS {
+            match self.lock.try_lock() {
+                Ok(acquired) => return Ok(Some(self.table_locked(acquired))),
+                Err(RawLockError::WouldBlock) => crate::sync::spin_hint(),
+                Err(e) => return Err(lock_error(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The table, just locked with `acquired`, repaired if its previous holder died.
+    fn table_locked(&self, acquired: Acquired) -> Table<'_, SLOTS> {
         let mut table = Table {
             sem: self,
             wake: 0,
@@ -542,7 +582,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
                 // mutex we believe inconsistent, making it unrecoverable for everyone.
             }
         }
-        Ok(table)
+        table
     }
 
     /// Takes a permit, sleeping until one is available.
@@ -554,7 +594,10 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         self.acquire_as(crate::process::current_identity()?, None)
     }
 
-    /// Takes a permit if one is available now (`Ok(None)` if not).
+    /// Takes a permit if one is available now, never waiting: `Ok(None)` if none is
+    /// free, and also if another process holds the table lock beyond a brief spin (one
+    /// stopped by a debugger or `SIGSTOP`, or preempted inside a table operation) —
+    /// the lock is never waited for, so this never blocks.
     pub fn try_acquire(&self) -> Result<Option<Permit<'_, SLOTS>>> {
         self.acquire_inner(crate::process::current_identity()?, None, false)
     }
@@ -597,7 +640,8 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         self.acquire_inner(identity, None, false)
     }
 
-    /// `Ok(None)`: not blocking and none available, or the deadline passed.
+    /// `Ok(None)`: not blocking and none available (or the table lock held), or the
+    /// deadline passed.
     fn acquire_inner(
         &self,
         identity: ProcessIdentity,
@@ -605,10 +649,18 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         block: bool,
     ) -> Result<Option<Permit<'_, SLOTS>>> {
         loop {
-            let mut table = match self.lock_table(deadline) {
+            let locked = if block {
+                self.lock_table(deadline).map(Some)
+            } else {
+                self.try_lock_table()
+            };
+            let mut table = match locked {
+                Ok(Some(table)) => table,
+                // Not blocking, and the table lock is held.
+                Ok(None) => return Ok(None),
                 // The deadline passed while the table lock was contended.
                 Err(Error::TimedOut(_)) => return Ok(None),
-                locked => locked?,
+                Err(e) => return Err(e),
             };
             if table.available() > 0 {
                 let slot = table.claim(&identity)?;
@@ -646,10 +698,16 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         }
     }
 
-    /// Returns one permit of `identity` recorded in `slot`. Returns whether it was
-    /// still recorded there (it is not if it was reclaimed as a dead holder's).
+    /// Returns one permit of `identity` recorded in `slot`, waiting for the table lock
+    /// at most [`RELEASE_WAIT`]. Returns whether it was still recorded there (it is
+    /// not if it was reclaimed as a dead holder's).
     fn release(&self, slot: u32, identity: &ProcessIdentity) -> Result<bool> {
-        let mut table = self.lock_table(None)?;
+        let mut table = match self.lock_table(release_deadline()) {
+            // The bound may have run out while this process was stopped itself, with
+            // the lock free by now: one last try without waiting.
+            Err(Error::TimedOut(what)) => self.try_lock_table()?.ok_or(Error::TimedOut(what))?,
+            locked => locked?,
+        };
         let Some(s) = self.slots.get(slot as usize) else {
             return Ok(false);
         };
@@ -755,21 +813,37 @@ impl<const SLOTS: usize> fmt::Debug for LeasedSemaphore<SLOTS> {
     }
 }
 
-impl<const SLOTS: usize> Permit<'_, SLOTS> {
+impl<'a, const SLOTS: usize> Permit<'a, SLOTS> {
     /// Keeps the lease recorded without returning the permit: it comes back only through
     /// [`LeasedSemaphore::reclaim_dead`] once this process has died.
     pub fn forget(self) {
         core::mem::forget(self);
     }
 
-    /// Returns the permit now, reporting a failure of the table lock that `Drop` would
-    /// have to ignore.
-    pub fn release(self) -> Result<()> {
-        let this = core::mem::ManuallyDrop::new(self);
-        if process::current_pid() != this.owner_pid {
+    /// Returns the permit now, waiting at most [`RELEASE_WAIT`] for the table lock.
+    ///
+    /// # Errors
+    ///
+    /// A [`ReleaseError`] holding this permit (still recorded, still held) and why:
+    /// [`Error::TimedOut`] if another process kept the table lock for the whole wait,
+    /// [`Error::Corrupt`] or [`Error::Os`] if the lock is unusable. Retry with
+    /// [`ReleaseError::into_permit`], or drop the error to keep the lease recorded.
+    pub fn release(self) -> core::result::Result<(), ReleaseError<'a, SLOTS>> {
+        if process::current_pid() != self.owner_pid {
+            // A fork child's copy: the lease is the parent's (see `Drop`).
+            core::mem::forget(self);
             return Ok(());
         }
-        this.sem.release(this.slot, &this.identity).map(|_| ())
+        match self.sem.release(self.slot, &self.identity) {
+            Ok(_) => {
+                core::mem::forget(self);
+                Ok(())
+            }
+            Err(error) => Err(ReleaseError {
+                permit: self,
+                error,
+            }),
+        }
     }
 
     /// The identity the lease is recorded under.
@@ -784,9 +858,83 @@ impl<const SLOTS: usize> Drop for Permit<'_, SLOTS> {
             // A fork child's copy of its parent's permit: the lease is the parent's.
             return;
         }
-        // A failure (the table lock unusable) cannot be reported from Drop; the lease
-        // then stays recorded and is reclaimed once this process has died.
+        // A failure (the table lock held past RELEASE_WAIT, or unusable) cannot be
+        // reported from Drop; the lease then stays recorded and is reclaimed once this
+        // process has died (see the type's docs).
         let _ = self.sem.release(self.slot, &self.identity);
+    }
+}
+
+/// Why [`Permit::release`] did not return its permit, with the permit itself, which is
+/// still held and still recorded in the table.
+///
+/// Dropping this drops the permit, which tries once more (waiting at most
+/// [`RELEASE_WAIT`]); [`into_permit`](Self::into_permit) gives it back for a retry;
+/// converting into [`Error`] (e.g. with `?`) keeps the lease recorded, as
+/// [`Permit::forget`] does.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping large enough, that outlives `sem`.
+/// let sem: &LeasedSemaphore = unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 1)? };
+/// let mut permit = sem.acquire()?;
+/// // Retry a few times (each try waits at most RELEASE_WAIT), then keep the lease
+/// // recorded for reclaim_dead after this process exits.
+/// for attempt in 1.. {
+///     match permit.release() {
+///         Ok(()) => break,
+///         Err(e) if attempt < 3 => permit = e.into_permit(),
+///         Err(e) => return Err(e.into()),
+///     }
+/// }
+/// assert_eq!(sem.value(), 1);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
+pub struct ReleaseError<'a, const SLOTS: usize = DEFAULT_SLOTS> {
+    permit: Permit<'a, SLOTS>,
+    error: Error,
+}
+
+impl<'a, const SLOTS: usize> ReleaseError<'a, SLOTS> {
+    /// Why the release failed.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+
+    /// The permit, to retry [`Permit::release`] (or to keep holding it).
+    pub fn into_permit(self) -> Permit<'a, SLOTS> {
+        self.permit
+    }
+}
+
+impl<const SLOTS: usize> From<ReleaseError<'_, SLOTS>> for Error {
+    /// The error; the permit's lease stays recorded (as with [`Permit::forget`]).
+    fn from(e: ReleaseError<'_, SLOTS>) -> Error {
+        e.permit.forget();
+        e.error
+    }
+}
+
+impl<const SLOTS: usize> fmt::Debug for ReleaseError<'_, SLOTS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReleaseError")
+            .field("permit", &self.permit)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl<const SLOTS: usize> fmt::Display for ReleaseError<'_, SLOTS> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "could not return a leased permit: {}", self.error)
+    }
+}
+
+impl<const SLOTS: usize> std::error::Error for ReleaseError<'_, SLOTS> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 

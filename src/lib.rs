@@ -109,10 +109,10 @@ pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{Error, Result};
 pub use futex::Deadline;
 pub use header::Kind;
-pub use leased::{LeaseInfo, LeasedSemaphore, Permit, Reclaimed};
+pub use leased::{LeaseInfo, LeasedSemaphore, Permit, Reclaimed, ReleaseError, RELEASE_WAIT};
 pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
-pub use raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+pub use raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]
 pub use region::{Location, Region, Shared};
 pub use segment::Segment;

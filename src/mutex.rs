@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::futex::Deadline;
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
-use crate::raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+use crate::raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 use crate::sync::UnsafeCell;
 
 /// A mutex that lives in shared memory, protects a `T`, and survives the death of its
@@ -396,9 +396,12 @@ impl<T: AnyBitPattern> Drop for MutexGuard<'_, T> {
         // SAFETY: the guard proves that this thread holds the lock; the data borrows it
         // handed out have ended (they borrow the guard).
         let r = unsafe { self.mutex.raw.unlock() };
-        // The only failure pthread reports is EPERM, "not the owner": that happens only
-        // for a guard copied into a fork child, where the lock still belongs to the
-        // parent's thread and must stay as it is. Nothing to do, and no panic in Drop.
+        // EPERM, "not the owner", happens only for a guard copied into a fork child,
+        // where the lock still belongs to the parent's thread and must stay as it is.
+        // EINVAL: glibc's kind word was corrupted while held, so glibc was not called;
+        // the lock stays with this thread until it exits (the kernel then marks it
+        // owner-died), and every other locker gets `Corrupt`. Nothing to do either
+        // way, and no panic in Drop.
         let _ = r;
     }
 }
@@ -444,8 +447,10 @@ impl<'a, T: AnyBitPattern> OwnerDiedGuard<'a, T> {
         let r = unsafe { mutex.raw.make_consistent() };
         // pthread_mutex_consistent fails only with EINVAL, for a mutex that is not
         // robust (never: init_at makes it robust) or not inconsistent (then it already
-        // is consistent). Either way the lock is still held and an ordinary guard is
-        // the right thing to return; a recovery path must not panic.
+        // is consistent); `Corrupt` means glibc's kind word was corrupted while held,
+        // and every later lock call reports it. Either way the lock is still held and
+        // an ordinary guard is the right thing to return; a recovery path must not
+        // panic.
         let _ = r;
         MutexGuard::new(mutex)
     }
@@ -478,7 +483,7 @@ impl<T: AnyBitPattern> Drop for OwnerDiedGuard<'_, T> {
         // SAFETY: this thread holds the lock. Unlocking an inconsistent robust mutex
         // makes it not recoverable (pthread semantics) — the documented outcome.
         let r = unsafe { self.mutex.raw.unlock() };
-        // EPERM only for a guard copied into a fork child (see `MutexGuard`'s Drop).
+        // EPERM or EINVAL, as in `MutexGuard`'s Drop.
         let _ = r;
     }
 }
@@ -511,6 +516,15 @@ pub enum LockError<'a, T: AnyBitPattern> {
     NotRecoverable,
     /// Any other error number from pthread.
     Os(i32),
+    /// A word of glibc's mutex holds a value that neither initialization nor glibc
+    /// leaves there (corrupt or hostile shared memory); glibc was not called, and the
+    /// caller does not hold the lock. See [`RawLockError::Corrupt`].
+    Corrupt {
+        /// Which word.
+        word: MutexWord,
+        /// The value found.
+        found: u32,
+    },
 }
 
 impl<'a, T: AnyBitPattern> LockError<'a, T> {
@@ -522,6 +536,7 @@ impl<'a, T: AnyBitPattern> LockError<'a, T> {
             RawLockError::Deadlock => LockError::Deadlock,
             RawLockError::NotRecoverable => LockError::NotRecoverable,
             RawLockError::Os(e) => LockError::Os(e),
+            RawLockError::Corrupt { word, found } => LockError::Corrupt { word, found },
         }
     }
 
@@ -540,6 +555,11 @@ impl<T: AnyBitPattern> fmt::Debug for LockError<'_, T> {
             LockError::Deadlock => f.write_str("Deadlock"),
             LockError::NotRecoverable => f.write_str("NotRecoverable"),
             LockError::Os(e) => f.debug_tuple("Os").field(e).finish(),
+            LockError::Corrupt { word, found } => f
+                .debug_struct("Corrupt")
+                .field("word", word)
+                .field("found", found)
+                .finish(),
         }
     }
 }
@@ -555,6 +575,11 @@ impl<T: AnyBitPattern> fmt::Display for LockError<'_, T> {
             LockError::Deadlock => RawLockError::Deadlock.fmt(f),
             LockError::NotRecoverable => RawLockError::NotRecoverable.fmt(f),
             LockError::Os(e) => RawLockError::Os(*e).fmt(f),
+            LockError::Corrupt { word, found } => RawLockError::Corrupt {
+                word: *word,
+                found: *found,
+            }
+            .fmt(f),
         }
     }
 }

@@ -49,6 +49,64 @@ pub enum RawLockError {
     NotRecoverable,
     /// Any other error number from pthread.
     Os(i32),
+    /// A word of glibc's `pthread_mutex_t` that glibc acts on holds a value that neither
+    /// this build's initialization nor glibc's own use leaves there (corrupt or hostile
+    /// shared memory): the kind word differs from the one init wrote, or the lock word
+    /// has waiters but no owner. glibc was not called again: with such a word it may
+    /// abort the process or wait forever.
+    Corrupt {
+        /// Which word.
+        word: MutexWord,
+        /// The value found.
+        found: u32,
+    },
+}
+
+/// Which word of glibc's `pthread_mutex_t` a [`RawLockError::Corrupt`] is about. (A
+/// one-byte tag, not a string, so lock results stay two words and return in registers
+/// on the uncontended path.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MutexWord {
+    /// `__kind`: not the kind this build's initialization writes.
+    Kind,
+    /// `__lock`: the waiters bit without an owner.
+    Lock,
+}
+
+impl fmt::Display for MutexWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MutexWord::Kind => "glibc kind word",
+            MutexWord::Lock => "glibc lock word (waiters but no owner)",
+        })
+    }
+}
+
+impl RawLockError {
+    /// This error as the crate's [`Error`], naming `what` was being locked (e.g.
+    /// `"lease table lock"`): [`Error::TimedOut`], [`Error::Corrupt`], or
+    /// [`Error::Os`] with the pthread error number.
+    #[cold]
+    pub(crate) fn into_error(self, what: &'static str) -> Error {
+        let errno = match self {
+            RawLockError::TimedOut => return Error::TimedOut(what),
+            RawLockError::Corrupt { .. } => return Error::Corrupt(format!("{what}: {self}")),
+            RawLockError::WouldBlock => libc::EBUSY,
+            RawLockError::Deadlock => libc::EDEADLK,
+            RawLockError::NotRecoverable => libc::ENOTRECOVERABLE,
+            RawLockError::Os(e) => e,
+        };
+        Error::from_errno("pthread_mutex_lock", what, errno)
+    }
+}
+
+impl From<RawLockError> for Error {
+    /// [`RawLockError::Corrupt`] becomes [`Error::Corrupt`], `TimedOut`
+    /// [`Error::TimedOut`], every other variant [`Error::Os`] with its error number.
+    #[cold]
+    fn from(e: RawLockError) -> Error {
+        e.into_error("mutex lock")
+    }
 }
 
 impl fmt::Display for RawLockError {
@@ -63,6 +121,11 @@ impl fmt::Display for RawLockError {
             RawLockError::Os(e) => {
                 write!(f, "pthread error: {}", std::io::Error::from_raw_os_error(*e))
             }
+            RawLockError::Corrupt { word, found } => write!(
+                f,
+                "the mutex's {word} is {found:#x}, a value neither its initialization nor \
+                 glibc leaves there: corrupt shared memory (glibc was not called)"
+            ),
         }
     }
 }
@@ -210,9 +273,11 @@ impl RawRobustMutex {
     /// Validates the mutex another process placed at `ptr`.
     ///
     /// Fails with [`Error::Uninitialized`] on zeroed memory, [`Error::BadMagic`] /
-    /// [`Error::WrongKind`] / [`Error::FormatMismatch`] on foreign memory, and
+    /// [`Error::WrongKind`] / [`Error::FormatMismatch`] on foreign memory,
     /// [`Error::PidNamespaceMismatch`] when the creator ran in another pid namespace
-    /// (robust mutexes record thread ids, which differ between namespaces).
+    /// (robust mutexes record thread ids, which differ between namespaces), and
+    /// [`Error::Corrupt`] when glibc's mutex kind word is not the one this build's
+    /// initialization writes (see [`lock`](Self::lock)).
     ///
     /// # Safety
     ///
@@ -229,6 +294,8 @@ impl RawRobustMutex {
         let this = unsafe { &*ptr };
         this.header.validate(Kind::Mutex)?;
         this.check_namespace()?;
+        this.check_glibc()
+            .map_err(|e| e.into_error("robust mutex"))?;
         Ok(this)
     }
 
@@ -295,7 +362,71 @@ impl RawRobustMutex {
         if r != 0 {
             return Err(Error::from_errno("pthread_mutex_init", "", r));
         }
+        // The kind word every later call checks must be the one this glibc wrote.
+        if let Err(RawLockError::Corrupt { found, .. }) = self.check_glibc() {
+            return Err(Error::FormatMismatch {
+                field: "glibc pthread mutex kind",
+                expected: GLIBC_KIND.into(),
+                found: found.into(),
+            });
+        }
         Ok(())
+    }
+
+    /// Whether glibc's `__kind` word holds what `init_pthread` writes. Checked before
+    /// every glibc call on the mutex that reads the kind: glibc dispatches on it, and a
+    /// wrong one makes it abort the process (priority-protect: an assertion in
+    /// `tpp.c`), wait forever for a dead owner (non-robust kinds), or misread the other
+    /// words. `pthread_mutex_init` writes no other non-zero word (pinned by a unit
+    /// test), and with the kind pinned glibc only reads the words a robust
+    /// error-checking mutex keeps as lock state.
+    ///
+    /// One relaxed load and a compare: it is on the uncontended lock's path.
+    #[inline(always)]
+    fn kind_ok(&self) -> bool {
+        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+        return self.glibc_kind() == GLIBC_KIND;
+        #[cfg(not(all(not(shmsync_loom), target_env = "gnu")))]
+        true
+    }
+
+    /// glibc's `__kind` word.
+    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[inline(always)]
+    fn glibc_kind(&self) -> u32 {
+        // SAFETY: `__kind` lies inside the mapped, 8-aligned `pthread_mutex_t`
+        // (init_at/attach checked placement; the mapping outlives `self`); glibc stores
+        // it only in `pthread_mutex_init`, with a relaxed atomic store.
+        // Relaxed: the only legitimate store is that initialization — in this process
+        // before `init_at` returned, in another before the header's Release publish
+        // that `attach` acquired — so this load sees it or a later corruption; nothing
+        // else is ordered by the check, and glibc itself reads the word with a relaxed
+        // load.
+        self.inner
+            .with(|m| unsafe { crate::sync::peek_u32(m.cast::<u32>().add(KIND_WORD)) })
+    }
+
+    /// [`kind_ok`](Self::kind_ok) as a result, for the calls off the lock fast path.
+    #[inline]
+    fn check_glibc(&self) -> Result<(), RawLockError> {
+        if self.kind_ok() {
+            return Ok(());
+        }
+        Err(self.corrupt_kind())
+    }
+
+    /// The error for a kind word that failed the check (read again for the report).
+    #[cold]
+    #[inline(never)]
+    fn corrupt_kind(&self) -> RawLockError {
+        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+        let found = self.glibc_kind();
+        #[cfg(not(all(not(shmsync_loom), target_env = "gnu")))]
+        let found = 0;
+        RawLockError::Corrupt {
+            word: MutexWord::Kind,
+            found,
+        }
     }
 
     /// Blocks until the lock is acquired. Never returns EINTR.
@@ -306,6 +437,18 @@ impl RawRobustMutex {
     /// critical section in shared memory is usually shorter than the futex sleep and
     /// wake-up it would otherwise cost (glibc's own adaptive mutexes do the same, but
     /// they cannot be robust). Then it sleeps in `pthread_mutex_lock`.
+    ///
+    /// Every call into glibc on this mutex (`lock`, [`try_lock`](Self::try_lock),
+    /// [`lock_deadline`](Self::lock_deadline), [`unlock`](Self::unlock),
+    /// [`make_consistent`](Self::make_consistent)) first checks glibc's kind word, one
+    /// relaxed load: if it is not what this build's initialization wrote, the call fails
+    /// with [`RawLockError::Corrupt`] and glibc is not called — on such a word glibc
+    /// may abort the process (priority-protect kinds) or let a dead holder block every
+    /// locker forever (non-robust kinds). When a lock attempt finds the mutex busy, the
+    /// lock word is checked too: waiters but no owner (a value glibc and the kernel
+    /// never leave, on which glibc would sleep forever) is `Corrupt` as well. A process
+    /// with write access that changes a word between the check and glibc's own read is
+    /// not stopped by it: share the memory writable only with processes you trust.
     #[inline]
     pub fn lock(&self) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
@@ -358,21 +501,78 @@ impl RawRobustMutex {
     pub fn try_lock(&self) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
         {
-            // SAFETY: `inner` is an initialized pshared robust mutex (init_at/attach).
-            let r = self
-                .inner
-                .with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) });
+            // A corrupt kind word takes the failure path with a value no pthread call
+            // returns, so the success path stays the compare and the trylock (an early
+            // `Err` return here costs the inlined callers a dozen instructions).
+            let r = if self.kind_ok() {
+                // SAFETY: `inner` is an initialized pshared robust mutex (init_at/
+                // attach) whose kind word was just checked.
+                self.inner
+                    .with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) })
+            } else {
+                KIND_CORRUPT
+            };
             if r == 0 {
                 return Ok(Acquired::Clean);
             }
-            #[cfg(target_env = "gnu")]
-            if r == libc::ENOTRECOVERABLE {
-                self.undo_glibc_trylock_leak();
-            }
-            lock_result(r)
+            self.trylock_failed(r)
         }
         #[cfg(shmsync_loom)]
         self.inner.try_lock()
+    }
+
+    /// The outcome of a `pthread_mutex_trylock` that returned `r` (non-zero), or of a
+    /// kind check that failed (`KIND_CORRUPT`).
+    #[cfg(not(shmsync_loom))]
+    #[cold]
+    #[inline(never)]
+    fn trylock_failed(&self, r: i32) -> Result<Acquired, RawLockError> {
+        #[cfg(target_env = "gnu")]
+        if r == libc::EBUSY {
+            self.check_lock_word()?;
+        }
+        #[cfg(target_env = "gnu")]
+        if r == libc::ENOTRECOVERABLE {
+            self.undo_glibc_trylock_leak();
+        }
+        self.lock_failed(r)
+    }
+
+    /// Maps a non-zero lock result, or `KIND_CORRUPT`.
+    #[cfg(not(shmsync_loom))]
+    #[cold]
+    fn lock_failed(&self, r: i32) -> Result<Acquired, RawLockError> {
+        if r == KIND_CORRUPT {
+            return Err(self.corrupt_kind());
+        }
+        lock_result(r)
+    }
+
+    /// Refuses a lock word that has the waiters bit but no owner — neither a thread id
+    /// nor owner-died: glibc's lock would sleep on it forever, since no owner exists to
+    /// wake it (and no dead one for [`release_dead_owner`](Self::release_dead_owner) to
+    /// release). Neither glibc nor the kernel ever leaves that value: glibc sets the
+    /// waiters bit only next to an owner's id, unlocking clears the whole word, and the
+    /// kernel's death handling keeps the bit but sets owner-died. Checked only when a
+    /// lock attempt found the mutex busy, so the uncontended path does not pay for it.
+    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cold]
+    fn check_lock_word(&self) -> Result<(), RawLockError> {
+        // SAFETY: glibc's `__lock`, the first word of the mapped, aligned mutex, only
+        // ever accessed atomically.
+        // Relaxed: the value alone decides; no legitimate sequence of stores passes
+        // through the refused value, so whatever is read is either a real lock state
+        // or the corruption.
+        let word = self
+            .inner
+            .with(|m| unsafe { crate::sync::peek_u32(m.cast::<u32>()) });
+        if word == FUTEX_WAITERS {
+            return Err(RawLockError::Corrupt {
+                word: MutexWord::Lock,
+                found: word,
+            });
+        }
+        Ok(())
     }
 
     /// glibc's `pthread_mutex_trylock` on a not-recoverable robust mutex takes the lock
@@ -410,11 +610,15 @@ impl RawRobustMutex {
     pub fn lock_deadline(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
         {
-            let r = self.clocklock(deadline);
+            let r = if self.kind_ok() {
+                self.clocklock(deadline)
+            } else {
+                KIND_CORRUPT
+            };
             if r == 0 {
                 return Ok(Acquired::Clean);
             }
-            lock_result(r)
+            self.lock_failed(r)
         }
         #[cfg(shmsync_loom)]
         self.inner.lock(Some(deadline))
@@ -455,8 +659,11 @@ impl RawRobustMutex {
             .with_mut(|m| unsafe { libc::pthread_mutex_timedlock(m, &ts) })
     }
 
-    /// Releases the lock. Returns the pthread error number on failure (which only
-    /// happens if the caller broke the safety contract: EPERM).
+    /// Releases the lock. Returns 0, or an error number: `EPERM` from pthread if the
+    /// caller broke the safety contract, or `EINVAL` if glibc's kind word is corrupt
+    /// (see [`lock`](Self::lock)): glibc is then not called, and the lock stays held by
+    /// this thread and on its robust list, so the kernel marks it owner-died when the
+    /// thread exits (keep the memory mapped until then).
     ///
     /// # Safety
     ///
@@ -468,8 +675,11 @@ impl RawRobustMutex {
     pub unsafe fn unlock(&self) -> i32 {
         #[cfg(not(shmsync_loom))]
         {
+            if !self.kind_ok() {
+                return libc::EINVAL;
+            }
             // SAFETY: `inner` is an initialized mutex held by this thread (caller's
-            // promise).
+            // promise), its kind word just checked.
             self.inner
                 .with_mut(|m| unsafe { libc::pthread_mutex_unlock(m) })
         }
@@ -481,7 +691,9 @@ impl RawRobustMutex {
     }
 
     /// Marks the state consistent after an [`Acquired::OwnerDied`] acquisition, so a
-    /// later unlock leaves the mutex usable.
+    /// later unlock leaves the mutex usable. Fails with [`RawLockError::Corrupt`] (glibc
+    /// not called) if glibc's kind word is corrupt, and with `Os(EINVAL)` if the mutex
+    /// is not in the owner-died state.
     ///
     /// # Safety
     ///
@@ -490,6 +702,7 @@ impl RawRobustMutex {
     pub unsafe fn make_consistent(&self) -> Result<(), RawLockError> {
         #[cfg(not(shmsync_loom))]
         {
+            self.check_glibc()?;
             // SAFETY: `inner` is initialized and held by this thread (caller's promise).
             let r = self
                 .inner
@@ -634,6 +847,23 @@ fn lock_result(r: i32) -> Result<Acquired, RawLockError> {
 #[cfg(not(shmsync_loom))]
 const LOCK_SPIN_ROUNDS: u32 = 100;
 
+/// glibc's `__kind` for the mutex `init_pthread` makes: `PTHREAD_MUTEX_ERRORCHECK_NP`
+/// (2) | `PTHREAD_MUTEX_ROBUST_NORMAL_NP` (16) | `PTHREAD_MUTEX_PSHARED_BIT` (128).
+#[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+const GLIBC_KIND: u32 = 2 | 16 | 128;
+/// The index of `int __kind` among the 32-bit words of glibc's `pthread_mutex_t`:
+/// after `__lock`, `__count`, `__owner` and, on 64-bit targets, `__nusers` (glibc's
+/// `__PTHREAD_MUTEX_KIND_OFFSET`, which it keeps fixed for static initializers).
+#[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "64"))]
+const KIND_WORD: usize = 4;
+#[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "32"))]
+const KIND_WORD: usize = 3;
+
+/// Stands for "kind word corrupt, glibc not called" among pthread results, which are 0
+/// or positive error numbers.
+#[cfg(not(shmsync_loom))]
+const KIND_CORRUPT: i32 = -1;
+
 /// glibc's robust-mutex lock word bits (see `linux/futex.h`).
 const FUTEX_WAITERS: u32 = 0x8000_0000;
 const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
@@ -746,4 +976,72 @@ mod loom_lock {
             self.unlock();
         }
     }
+}
+
+#[cfg(all(test, not(shmsync_loom), target_env = "gnu"))]
+mod tests {
+    use super::*;
+
+    /// What `pthread_mutex_init` writes, diffed against what was there before (zeros,
+    /// and a fill pattern): every word of the `pthread_mutex_t` is zero except `__kind`,
+    /// which is `GLIBC_KIND`. So the kind check covers everything init writes that
+    /// glibc acts on; the other words are lock state, zero when free.
+    #[test]
+    fn init_writes_only_the_kind_word() {
+        for fill in [0x00u8, 0xa5] {
+            let mut storage = core::mem::MaybeUninit::<RawRobustMutex>::uninit();
+            // SAFETY: writes the whole local, private storage.
+            unsafe { storage.as_mut_ptr().write_bytes(fill, 1) };
+            // SAFETY: aligned, private storage that outlives `m`; nobody else uses it.
+            let m = unsafe { RawRobustMutex::init_at(storage.as_mut_ptr()) }.unwrap();
+            const WORDS: usize = core::mem::size_of::<libc::pthread_mutex_t>() / 4;
+            let words: [u32; WORDS] = m.inner.with(|p| {
+                // SAFETY: reads the initialized, aligned mutex's bytes as words; no
+                // other thread touches this private mutex.
+                unsafe { core::ptr::read(p.cast::<[u32; WORDS]>()) }
+            });
+            for (i, w) in words.iter().enumerate() {
+                let expected = if i == KIND_WORD { GLIBC_KIND } else { 0 };
+                assert_eq!(*w, expected, "word {i} after init over {fill:#x} bytes");
+            }
+            m.check_glibc().unwrap();
+        }
+    }
+
+    /// Every entry point refuses a wrong kind word without calling glibc, and the
+    /// refusal converts into the crate's `Error::Corrupt`.
+    #[test]
+    fn wrong_kind_word_is_refused_in_process() {
+        let mut storage = core::mem::MaybeUninit::<RawRobustMutex>::uninit();
+        // SAFETY: aligned, private storage that outlives `m`; nobody else uses it.
+        let m = unsafe { RawRobustMutex::init_at(storage.as_mut_ptr()) }.unwrap();
+        let kind = m.inner.with_mut(|p| {
+            // SAFETY: the kind word of the private, initialized mutex.
+            unsafe { crate::sync::foreign_atomic_u32(p.cast::<u32>().add(KIND_WORD)) }
+        });
+        // Priority-protect, error-checking, process-shared: glibc aborts in lock.
+        kind.store(64 | 2 | 128, crate::sync::Ordering::Relaxed);
+        let corrupt = RawLockError::Corrupt {
+            word: MutexWord::Kind,
+            found: 64 | 2 | 128,
+        };
+        assert_eq!(m.try_lock(), Err(corrupt));
+        assert_eq!(m.lock(), Err(corrupt));
+        assert_eq!(
+            m.lock_deadline(Deadline::after(Duration::ZERO)),
+            Err(corrupt)
+        );
+        // SAFETY: not held; the check refuses before glibc could report EPERM.
+        assert_eq!(unsafe { m.unlock() }, libc::EINVAL);
+        // SAFETY: not held, but glibc is not reached (the check refuses first).
+        assert_eq!(unsafe { m.make_consistent() }, Err(corrupt));
+        assert!(matches!(Error::from(corrupt), Error::Corrupt(_)));
+        // SAFETY: the private mutex is not in use by anyone.
+        unsafe { m.reinit() }.unwrap();
+        assert_eq!(m.try_lock(), Ok(Acquired::Clean));
+        // SAFETY: held by this thread (just locked).
+        assert_eq!(unsafe { m.unlock() }, 0);
+    }
+
+    use core::time::Duration;
 }

@@ -1145,7 +1145,11 @@ fn check_capacity(capacity: u32, size: usize) -> Result<()> {
     Ok(())
 }
 
-/// Object names: 1..=40 bytes of UTF-8, no NUL.
+/// Object names: 1..=40 bytes of UTF-8 without control characters.
+///
+/// A control character (Unicode category Cc: the C0 range with NUL and ESC, DEL, and
+/// the C1 range) is refused because names are shown to people — a terminal escape in a
+/// name could erase or forge the lines a tool prints.
 pub fn validate_object_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "empty"
@@ -1153,6 +1157,9 @@ pub fn validate_object_name(name: &str) -> Result<()> {
         "longer than 40 bytes"
     } else if name.contains('\0') {
         "contains a NUL byte"
+    } else if name.chars().any(char::is_control) {
+        "contains a control character (C0, DEL or C1), which could act as a terminal \
+         escape when the name is displayed"
     } else {
         return Ok(());
     };

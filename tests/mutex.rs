@@ -50,11 +50,7 @@ fn hold_and_sleep(m: &RobustMutex<Pair>, locked: &AtomicU32) -> i32 {
     }
 }
 
-/// The state letter of a process (`R`, `S`, `D`, `Z`, …) from `/proc/<pid>/stat`.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
+use common::proc_state;
 
 /// Outcome codes the children record in shared memory.
 fn code<T: bytemuck::AnyBitPattern>(r: Result<MutexGuard<'_, T>, LockError<'_, T>>) -> u32 {
@@ -66,6 +62,7 @@ fn code<T: bytemuck::AnyBitPattern>(r: Result<MutexGuard<'_, T>, LockError<'_, T
         Err(LockError::Deadlock) => 5,
         Err(LockError::NotRecoverable) => 6,
         Err(LockError::Os(_)) => 7,
+        Err(LockError::Corrupt { .. }) => 8,
     }
 }
 const OK: u32 = 1;

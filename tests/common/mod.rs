@@ -547,3 +547,32 @@ pub fn become_user(user: TestUser) -> bool {
             && libc::setuid(user.uid) == 0
     }
 }
+
+/// glibc's `__kind` for the mutexes shmsync makes (error-checking | robust | shared).
+pub const GLIBC_ROBUST_KIND: u32 = 2 | 16 | 128;
+
+/// glibc's `__kind` word of `m`'s `pthread_mutex_t` (64-bit glibc: 16 bytes into it,
+/// which starts after the 24-byte object header), for tests that corrupt it. Fails the
+/// test unless it holds [`GLIBC_ROBUST_KIND`] when first looked at.
+pub fn glibc_kind_word(m: &shmsync::RawRobustMutex) -> &AtomicU32 {
+    // SAFETY: offset 40 lies inside the 64-byte, 8-aligned mutex, which outlives the
+    // borrow; glibc reads and writes the word atomically.
+    let word = unsafe {
+        &*(m as *const shmsync::RawRobustMutex)
+            .cast::<u8>()
+            .add(40)
+            .cast::<AtomicU32>()
+    };
+    assert_eq!(
+        word.load(Ordering::SeqCst),
+        GLIBC_ROBUST_KIND,
+        "glibc kind word"
+    );
+    word
+}
+
+/// The state letter of a process (`R`, `S`, `T`, `Z`, …) from `/proc/<pid>/stat`.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
