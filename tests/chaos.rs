@@ -1319,7 +1319,7 @@ fn permit_worker(args: &[String]) {
                         if rng.below(64) == 0 {
                             p.forget();
                         } else {
-                            p.release().expect("release");
+                            release_patiently(p);
                         }
                     }
                     spin(rng.below(500));
@@ -1743,4 +1743,17 @@ fn stress_chaos_seqlock() {
 
 fn plan_fail_static(msg: &str) -> ! {
     panic!("chaos seqlock FAILED: {msg}");
+}
+
+/// Returns a permit, retrying while the table lock stays busy past `RELEASE_WAIT` (a
+/// loaded machine, a peer SIGKILLed while holding it being repaired): a release that
+/// still fails after 30 tries is a real error.
+fn release_patiently<const SLOTS: usize>(mut permit: shmsync::Permit<'_, SLOTS>) {
+    for _ in 0..30 {
+        match permit.release() {
+            Ok(()) => return,
+            Err(e) => permit = e.into_permit(),
+        }
+    }
+    permit.release().expect("release");
 }
