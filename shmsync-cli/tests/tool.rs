@@ -1,5 +1,6 @@
 //! The `shmsync` operator tool against real regions where processes died holding things.
 #![allow(clippy::disallowed_types)]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
