@@ -105,6 +105,14 @@ pub enum Error {
         /// Its owner's uid.
         owner_uid: u32,
     },
+    /// The region was opened read-only, and the call would write to it (or hand out an
+    /// object whose methods write).
+    ReadOnly {
+        /// The region (its location, or `(anonymous region)`).
+        target: String,
+        /// The refused call.
+        op: &'static str,
+    },
 }
 
 impl Error {
@@ -192,6 +200,11 @@ impl fmt::Display for Error {
                 f,
                 "{target:?} is owned by uid {owner_uid}, not by this user; open it with the \
                  explicit foreign-owner option if that is intended"
+            ),
+            Error::ReadOnly { target, op } => write!(
+                f,
+                "{op} refused: region {target:?} was opened read-only and this call would \
+                 write to it (open it without RegionOptions::read_only to modify it)"
             ),
         }
     }

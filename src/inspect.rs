@@ -613,8 +613,12 @@ impl ObjectRecovery {
 /// Never blocks past [`RecoverOptions::wait`] per object: an internal lock held by a
 /// live process (stopped, or stuck) makes that object [`Outcome::Unreachable`], named
 /// with the holder, and recovery goes on with the next. An object that cannot be read
-/// (corrupt) is reported the same way. Fails only if the table itself cannot be read.
+/// (corrupt) is reported the same way. Fails if the table itself cannot be read, and
+/// with [`crate::Error::ReadOnly`] unless it is a dry run or the region is writable.
 pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Recovery> {
+    if !opts.dry_run {
+        region.check_writable("recover")?;
+    }
     let mut out = Recovery::default();
     let (claim, liveness) = region.claim_holder();
     if claim != 0 && liveness == Liveness::Dead {
@@ -625,7 +629,7 @@ pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Recovery> {
                 Outcome::Recovered,
                 format!("would free the table claim of dead pid {pid}"),
             );
-        } else if region.release_dead_claim().is_some() {
+        } else if region.release_dead_claim()?.is_some() {
             o.step(
                 Outcome::Recovered,
                 format!("freed the table claim of dead pid {pid}"),

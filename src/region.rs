@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::futex::Deadline;
 use crate::header::{Kind, ObjectHeader, STATE_READY};
 use crate::process::{self, Liveness, ProcessIdentity};
-use crate::segment::Segment;
+use crate::segment::{OpenSpec, OwnerCheck, Segment};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Bytes of the region header.
@@ -309,29 +309,22 @@ impl Location {
         ))
     }
 
-    fn create_segment(&self, size: usize) -> Result<Segment> {
+    fn create_segment(&self, size: usize, mode: libc::mode_t) -> Result<Segment> {
         match self {
-            Location::Posix(name) => Segment::posix_create(name, size),
-            Location::SysV(key) => Segment::sysv_create(*key, size),
-            Location::File(path) => Segment::file_create(path, size),
+            Location::Posix(name) => Segment::posix_create_with_mode(name, size, mode),
+            Location::SysV(key) => Segment::sysv_create_with_mode(*key, size, mode),
+            Location::File(path) => Segment::file_create_with_mode(path, size, mode),
         }
     }
 
-    /// Opens, sizing an object its creator abandoned at size 0 (see
-    /// [`Segment::posix_open_or_size`]). SysV segments get their size at creation.
-    fn open_segment_or_size(&self, size: usize) -> Result<Segment> {
+    /// Opens the existing segment as `spec` says (with `size_if_unsized`, an object its
+    /// creator abandoned at size 0 is sized; see [`Segment::posix_open_or_size`]; SysV
+    /// segments get their size at creation).
+    fn open_segment(&self, spec: OpenSpec) -> Result<Segment> {
         match self {
-            Location::Posix(name) => Segment::posix_open_or_size(name, size),
-            Location::SysV(key) => Segment::sysv_open(*key),
-            Location::File(path) => Segment::file_open_or_size(path, size),
-        }
-    }
-
-    fn open_segment(&self) -> Result<Segment> {
-        match self {
-            Location::Posix(name) => Segment::posix_open(name),
-            Location::SysV(key) => Segment::sysv_open(*key),
-            Location::File(path) => Segment::file_open(path),
+            Location::Posix(name) => Segment::posix_open_checked(name, spec),
+            Location::SysV(key) => Segment::sysv_open_checked(*key, spec),
+            Location::File(path) => Segment::file_open_checked(path, spec),
         }
     }
 
@@ -394,9 +387,29 @@ pub struct EntryInfo {
 pub struct Region {
     seg: Segment,
     location: Option<Location>,
+    /// Opened read-only: nothing is ever written through this value.
+    read_only: bool,
 }
 
-/// Options for opening or creating a region.
+/// Options for opening or creating a region: the fields, or the builder methods of the
+/// same names.
+///
+/// An observer that must never write and may look at another user's region (what
+/// `shmsync inspect` does):
+///
+/// ```
+/// use shmsync::region::{Location, RegionOptions};
+/// use shmsync::{Error, RawRobustMutex, Region};
+/// # let loc = Location::parse(&format!("/shmsync-doc-ro-{}", std::process::id()))?;
+/// # let _creator = Region::create(&loc, 1 << 16)?;
+/// let opts = RegionOptions::new().read_only(true).any_owner(true);
+/// let region = Region::open_with(&loc, opts)?;
+/// assert!(region.is_read_only());
+/// assert!(region.entries()?.is_empty());
+/// assert!(matches!(region.get::<RawRobustMutex>("lock"), Err(Error::ReadOnly { .. })));
+/// # Region::remove(&loc)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct RegionOptions {
     /// Table capacity when this call creates the region.
@@ -407,6 +420,20 @@ pub struct RegionOptions {
     /// initializer). Off for observers such as the `shmsync` tool, which must not write:
     /// they get [`Error::Uninitialized`] after waiting `wait` for an initializer.
     pub initialize: bool,
+    /// Open and map the segment read-only (`O_RDONLY` or `SHM_RDONLY`, `PROT_READ`): the
+    /// region is never written — no initialization, no claim, no table append — and every
+    /// call that would write, or would hand out an object whose methods write
+    /// ([`Region::get`], [`Region::get_or_init`], [`Region::release_dead_claim`]), fails
+    /// with [`Error::ReadOnly`]. Needs only read permission. Only for opening: creating
+    /// read-only is [`Error::InvalidArgument`].
+    pub read_only: bool,
+    /// Accept a segment owned by another user (the `*_open_any_owner` segment opens).
+    /// Off by default: a segment someone else owns may have been planted under the name
+    /// you expected.
+    pub any_owner: bool,
+    /// Permission bits for a segment this call creates (default 0600; POSIX and file
+    /// segments are subject to the umask, SysV segments are not).
+    pub mode: libc::mode_t,
 }
 
 impl Default for RegionOptions {
@@ -415,7 +442,60 @@ impl Default for RegionOptions {
             capacity: DEFAULT_CAPACITY,
             wait: DEFAULT_WAIT,
             initialize: true,
+            read_only: false,
+            any_owner: false,
+            mode: crate::segment::DEFAULT_MODE,
         }
+    }
+}
+
+/// One builder method per [`RegionOptions`] field, named after it.
+macro_rules! setters {
+    ($($field:ident: $ty:ty),* $(,)?) => {$(
+        #[doc = concat!("Sets [`", stringify!($field), "`](Self#structfield.", stringify!($field), ").")]
+        pub fn $field(mut self, $field: $ty) -> RegionOptions {
+            self.$field = $field;
+            self
+        }
+    )*};
+}
+
+impl RegionOptions {
+    /// The defaults: capacity [`DEFAULT_CAPACITY`], wait [`DEFAULT_WAIT`], initializing,
+    /// read-write, own segments only, mode 0600.
+    pub fn new() -> RegionOptions {
+        RegionOptions::default()
+    }
+
+    setters! {
+        capacity: u32,
+        wait: Duration,
+        initialize: bool,
+        read_only: bool,
+        any_owner: bool,
+        mode: libc::mode_t,
+    }
+
+    /// How the segment is opened.
+    fn open_spec(&self, size_if_unsized: Option<usize>) -> OpenSpec {
+        OpenSpec {
+            owner: if self.any_owner {
+                OwnerCheck::Any
+            } else {
+                OwnerCheck::MustBeOurs
+            },
+            read_only: self.read_only,
+            size_if_unsized,
+        }
+    }
+
+    fn refuse_read_only_create(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::InvalidArgument(
+                "a region cannot be created read-only (RegionOptions::read_only is for opening)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -434,11 +514,23 @@ impl Region {
 
     /// [`create`](Self::create) with options.
     pub fn create_with(location: &Location, size: usize, opts: RegionOptions) -> Result<Region> {
+        opts.refuse_read_only_create()?;
         check_capacity(opts.capacity, size)?;
-        let seg = location.create_segment(size)?;
+        let seg = location.create_segment(size, opts.mode)?;
+        Region::ready(seg, Some(location), false, opts)
+    }
+
+    /// The region in `seg`, once [`ensure_ready`](Self::ensure_ready) succeeds.
+    fn ready(
+        seg: Segment,
+        location: Option<&Location>,
+        read_only: bool,
+        opts: RegionOptions,
+    ) -> Result<Region> {
         let region = Region {
             seg,
-            location: Some(location.clone()),
+            location: location.cloned(),
+            read_only,
         };
         region.ensure_ready(opts)?;
         Ok(region)
@@ -450,15 +542,11 @@ impl Region {
         Region::open_with(location, RegionOptions::default())
     }
 
-    /// [`open`](Self::open) with options.
+    /// [`open`](Self::open) with options; see [`RegionOptions`] for read-only and
+    /// any-owner opens.
     pub fn open_with(location: &Location, opts: RegionOptions) -> Result<Region> {
-        let seg = location.open_segment()?;
-        let region = Region {
-            seg,
-            location: Some(location.clone()),
-        };
-        region.ensure_ready(opts)?;
-        Ok(region)
+        let seg = location.open_segment(opts.open_spec(None))?;
+        Region::ready(seg, Some(location), opts.read_only, opts)
     }
 
     /// Opens the region at `location`, creating it with `size` bytes if it does not
@@ -474,6 +562,7 @@ impl Region {
         size: usize,
         opts: RegionOptions,
     ) -> Result<Region> {
+        opts.refuse_read_only_create()?;
         check_capacity(opts.capacity, size)?;
         let deadline = Deadline::after(opts.wait);
         loop {
@@ -481,14 +570,9 @@ impl Region {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 other => return other,
             }
-            let opened = location.open_segment_or_size(size).and_then(|seg| {
-                let region = Region {
-                    seg,
-                    location: Some(location.clone()),
-                };
-                region.ensure_ready(opts)?;
-                Ok(region)
-            });
+            let opened = location
+                .open_segment(opts.open_spec(Some(size)))
+                .and_then(|seg| Region::ready(seg, Some(location), false, opts));
             match opened {
                 // Removed between our create and open: try again.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !deadline.has_passed() => {}
@@ -503,14 +587,11 @@ impl Region {
         Region::from_segment_with(seg, RegionOptions::default())
     }
 
-    /// [`from_segment`](Self::from_segment) with options.
+    /// [`from_segment`](Self::from_segment) with options. A [read-only
+    /// segment](Segment::is_read_only) makes a read-only region whatever `opts` says.
     pub fn from_segment_with(seg: Segment, opts: RegionOptions) -> Result<Region> {
-        let region = Region {
-            seg,
-            location: None,
-        };
-        region.ensure_ready(opts)?;
-        Ok(region)
+        let read_only = opts.read_only || seg.is_read_only();
+        Region::ready(seg, None, read_only, opts)
     }
 
     /// Gives the segment back (unmapping nothing).
@@ -526,6 +607,32 @@ impl Region {
     /// Where it lives, if it has a name.
     pub fn location(&self) -> Option<&Location> {
         self.location.as_ref()
+    }
+
+    /// Whether the region was opened read-only ([`RegionOptions::read_only`], or a
+    /// read-only segment): then nothing is ever written through it.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Fails with [`Error::ReadOnly`] naming `op` if the region is read-only.
+    #[inline]
+    pub(crate) fn check_writable(&self, op: &'static str) -> Result<()> {
+        if self.read_only {
+            return Err(self.read_only_error(op));
+        }
+        Ok(())
+    }
+
+    #[cold]
+    fn read_only_error(&self, op: &'static str) -> Error {
+        Error::ReadOnly {
+            target: self
+                .location
+                .as_ref()
+                .map_or_else(|| "(anonymous region)".to_owned(), |l| l.to_string()),
+            op,
+        }
     }
 
     /// Removes the region's name (see [`Location::remove`]).
@@ -572,7 +679,9 @@ impl Region {
                 Err(Error::Uninitialized { .. }) => {}
                 Err(e) => return Err(e),
             }
-            if opts.initialize {
+            // A read-only region never writes: it only waits for an initializer.
+            let initialize = opts.initialize && !self.read_only;
+            if initialize {
                 if let Some(claimed) = self.try_claim()? {
                     // Re-check under the claim: another process may have initialized
                     // the region and released the claim between our check above and
@@ -594,7 +703,7 @@ impl Region {
                 }
             }
             if deadline.has_passed() {
-                if !opts.initialize {
+                if !initialize {
                     return Err(Error::Uninitialized {
                         expected: Kind::Region,
                     });
@@ -781,7 +890,11 @@ impl Region {
     }
 
     /// The object named `name`, of type `T`, if it exists.
+    ///
+    /// On a [read-only](Self::is_read_only) region this is [`Error::ReadOnly`]: the
+    /// objects' methods write to the mapping.
     pub fn get<T: Shared>(&self, name: &str) -> Result<&T> {
+        self.check_writable("get")?;
         validate_object_name(name)?;
         let entries = self.entries()?;
         match entries.iter().find(|e| e.name == name) {
@@ -793,7 +906,7 @@ impl Region {
     /// The object named `name`, creating and initializing it with `init` if it does not
     /// exist yet. Races between processes are safe: exactly one initializes it; the
     /// others wait (up to [`DEFAULT_WAIT`]) and then attach; if the initializer dies,
-    /// another process takes over.
+    /// another process takes over. [`Error::ReadOnly`] on a read-only region.
     pub fn get_or_init<T: Shared>(&self, name: &str, init: T::Init) -> Result<&T> {
         self.get_or_init_with(name, init, DEFAULT_WAIT)
     }
@@ -806,6 +919,7 @@ impl Region {
         init: T::Init,
         wait: Duration,
     ) -> Result<&T> {
+        self.check_writable("get_or_init")?;
         validate_object_name(name)?;
         if let Some(e) = self.entries()?.into_iter().find(|e| e.name == name) {
             return self.attach_entry::<T>(&e);
@@ -887,7 +1001,9 @@ impl Region {
     }
 
     /// The object of a table entry read by [`entries`](Self::entries), as `T` (checked
-    /// like [`get`](Self::get), without reading the table again).
+    /// like [`get`](Self::get), without reading the table again). Not refused on a
+    /// read-only region, whose mapping is `PROT_READ`: callers (the tool's read-only
+    /// inspection) call only methods that read.
     pub(crate) fn attach_entry<T: Shared>(&self, e: &EntryInfo) -> Result<&T> {
         let expected = core::any::type_name::<T>();
         if e.kind != T::KIND
@@ -946,8 +1062,9 @@ impl Region {
     }
 
     /// Frees a claim whose holder is dead (what `shmsync recover` does). Returns the
-    /// packed identity it freed, if any.
-    pub fn release_dead_claim(&self) -> Option<u64> {
+    /// packed identity it freed, if any; [`Error::ReadOnly`] on a read-only region.
+    pub fn release_dead_claim(&self) -> Result<Option<u64>> {
+        self.check_writable("release_dead_claim")?;
         let claim = &self.header().claim;
         // Relaxed: a hint for the CAS, which decides.
         let w = claim.load(Ordering::Relaxed);
@@ -958,10 +1075,10 @@ impl Region {
                 .compare_exchange(w, 0, Ordering::Release, Ordering::Relaxed)
                 .is_ok()
             {
-                return Some(w);
+                return Ok(Some(w));
             }
         }
-        None
+        Ok(None)
     }
 
     /// Table capacity and used data bytes (for `inspect`).

@@ -258,14 +258,16 @@ fn parse_location(s: &str) -> Result<Location, Failure> {
     Location::parse(s).map_err(|e| usage(e.to_string()))
 }
 
-/// Opens a region for reading (inspect, dry runs) or for recovery, without ever
-/// initializing it, waiting at most a second for an initializer.
-fn open(loc: &Location, _read_only: bool, _any_owner: bool) -> Result<Region, Failure> {
-    let opts = RegionOptions {
-        wait: Duration::from_secs(1),
-        initialize: false,
-        ..RegionOptions::default()
-    };
+/// Opens a region without ever initializing it, waiting at most a second for an
+/// initializer: read-only (`O_RDONLY`/`SHM_RDONLY`, `PROT_READ`: needs only read
+/// permission, can write nothing) to look, read-write to recover. Another user's
+/// region only with `any_owner` (the `--any-owner` flag).
+fn open(loc: &Location, read_only: bool, any_owner: bool) -> Result<Region, Failure> {
+    let opts = RegionOptions::new()
+        .wait(Duration::from_secs(1))
+        .initialize(false)
+        .read_only(read_only)
+        .any_owner(any_owner);
     Ok(Region::open_with(loc, opts)?)
 }
 
@@ -615,7 +617,7 @@ fn report_json(r: &RegionReport, probe: Option<&Probe>, region: &Region) -> Valu
     let mut m = Map::new();
     m.insert("region".into(), json!(r.location));
     m.insert("backing".into(), json!(probe.map(|p| p.backing.as_str())));
-    m.insert("read_only".into(), json!(is_read_only(region)));
+    m.insert("read_only".into(), json!(region.is_read_only()));
     m.insert("size".into(), json!(r.size));
     m.insert("owner_uid".into(), json!(probe.map(|p| p.owner_uid)));
     m.insert(
@@ -645,13 +647,9 @@ fn report_json(r: &RegionReport, probe: Option<&Probe>, region: &Region) -> Valu
     Value::Object(m)
 }
 
-fn is_read_only(_region: &Region) -> bool {
-    false
-}
-
 fn print_report(r: &RegionReport, probe: Option<&Probe>, region: &Region) {
     let name = escape(r.location.as_deref().unwrap_or("(anonymous)"));
-    let how = if is_read_only(region) {
+    let how = if region.is_read_only() {
         "read-only"
     } else {
         "read-write"

@@ -6,7 +6,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::{
-    check_len, fd_stat, set_len, wait_for_size, Backing, OwnerCheck, Segment, DEFAULT_MODE,
+    check_len, fd_stat, set_len, wait_for_size, Backing, OpenSpec, OwnerCheck, Segment,
+    DEFAULT_MODE,
 };
 use crate::error::{Error, Result};
 
@@ -78,29 +79,32 @@ impl Segment {
     /// [`file_open_any_owner`](Self::file_open_any_owner) when that is intended) and
     /// anything but a regular file. A missing file is [`Error::Os`] with `ENOENT`.
     pub fn file_open(path: impl AsRef<Path>) -> Result<Segment> {
-        Segment::file_open_checked(path.as_ref(), OwnerCheck::MustBeOurs, None)
+        Segment::file_open_checked(path.as_ref(), OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
     /// As [`file_open`](Self::file_open), accepting a file owned by any user.
     pub fn file_open_any_owner(path: impl AsRef<Path>) -> Result<Segment> {
-        Segment::file_open_checked(path.as_ref(), OwnerCheck::Any, None)
+        Segment::file_open_checked(path.as_ref(), OpenSpec::new(OwnerCheck::Any))
     }
 
     /// As [`file_open`](Self::file_open), but a file whose creator never sized it is
     /// sized to `len` after the usual wait (see
     /// [`posix_open_or_size`](Self::posix_open_or_size)).
     pub fn file_open_or_size(path: impl AsRef<Path>, len: usize) -> Result<Segment> {
-        Segment::file_open_checked(path.as_ref(), OwnerCheck::MustBeOurs, Some(len))
+        Segment::file_open_checked(
+            path.as_ref(),
+            OpenSpec {
+                size_if_unsized: Some(len),
+                ..OpenSpec::new(OwnerCheck::MustBeOurs)
+            },
+        )
     }
 
-    fn file_open_checked(
-        path: &Path,
-        owner: OwnerCheck,
-        size_if_unsized: Option<usize>,
-    ) -> Result<Segment> {
+    /// Opens and maps the file `path` as `spec` says.
+    pub(crate) fn file_open_checked(path: &Path, spec: OpenSpec) -> Result<Segment> {
         let file = File::options()
             .read(true)
-            .write(true)
+            .write(!spec.read_only)
             .open(path)
             .map_err(|e| open_error("open", path, e))?;
         let target = path.display().to_string();
@@ -110,9 +114,15 @@ impl Segment {
                 "a file segment must be a regular file",
             ));
         }
-        owner.check(st.st_uid, &target)?;
-        let len = wait_for_size(file.as_raw_fd(), &target, size_if_unsized)?;
-        Segment::map_fd(file.as_raw_fd(), len, file_backing(path), &target)
+        spec.owner.check(st.st_uid, &target)?;
+        let len = wait_for_size(file.as_raw_fd(), &target, spec.size_if_unsized)?;
+        Segment::map_fd_with(
+            file.as_raw_fd(),
+            len,
+            file_backing(path),
+            &target,
+            spec.read_only,
+        )
     }
 }
 

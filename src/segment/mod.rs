@@ -108,6 +108,7 @@ pub struct Segment {
     ptr: NonNull<u8>,
     len: usize,
     backing: Backing,
+    read_only: bool,
 }
 
 // SAFETY: the segment owns a mapping, not thread-bound state; the bytes in it are only
@@ -132,31 +133,47 @@ impl Segment {
                 0,
             )
         };
-        Segment::from_mmap(ptr, len, Backing::Anonymous, "mmap(MAP_ANONYMOUS)", "")
+        Segment::from_mmap(
+            ptr,
+            len,
+            Backing::Anonymous,
+            false,
+            "mmap(MAP_ANONYMOUS)",
+            "",
+        )
     }
 
     /// Maps `len` bytes of `fd` shared, read-write.
     pub(crate) fn map_fd(fd: RawFd, len: usize, backing: Backing, target: &str) -> Result<Segment> {
+        Segment::map_fd_with(fd, len, backing, target, false)
+    }
+
+    /// Maps `len` bytes of `fd` shared, read-only (`PROT_READ`) when `read_only`, else
+    /// read-write.
+    pub(crate) fn map_fd_with(
+        fd: RawFd,
+        len: usize,
+        backing: Backing,
+        target: &str,
+        read_only: bool,
+    ) -> Result<Segment> {
         check_len(len)?;
+        let prot = if read_only {
+            libc::PROT_READ
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
         // SAFETY: mapping a file descriptor creates a new mapping and touches no existing
         // memory; `fd` is open (the caller holds it).
-        let ptr = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        Segment::from_mmap(ptr, len, backing, "mmap", target)
+        let ptr = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
+        Segment::from_mmap(ptr, len, backing, read_only, "mmap", target)
     }
 
     fn from_mmap(
         ptr: *mut libc::c_void,
         len: usize,
         backing: Backing,
+        read_only: bool,
         op: &'static str,
         target: &str,
     ) -> Result<Segment> {
@@ -169,12 +186,23 @@ impl Segment {
                 .ok_or_else(|| Error::Corrupt("mmap returned null".into()))?,
             len,
             backing,
+            read_only,
         })
     }
 
     /// The mapping's base address in this process (it differs between processes).
+    ///
+    /// On a [read-only](Self::is_read_only) segment the pages are mapped `PROT_READ`:
+    /// writing through this pointer faults (SIGSEGV).
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
+    }
+
+    /// Whether the segment was opened and mapped read-only (`O_RDONLY` or `SHM_RDONLY`,
+    /// `PROT_READ`), as [`Region::open_with`](crate::Region::open_with) does for
+    /// [`RegionOptions::read_only`](crate::region::RegionOptions::read_only).
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     /// The mapped length in bytes.
@@ -268,6 +296,38 @@ pub(crate) fn fd_stat(fd: RawFd, target: &str) -> Result<libc::stat> {
 /// Size of an open file descriptor (`fstat`).
 pub(crate) fn fd_size(fd: RawFd, target: &str) -> Result<u64> {
     Ok(fd_stat(fd, target)?.st_size as u64)
+}
+
+/// How an existing POSIX, SysV or file segment is opened.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenSpec {
+    /// Whose segments are accepted.
+    pub(crate) owner: OwnerCheck,
+    /// Open and map read-only.
+    pub(crate) read_only: bool,
+    /// Size a segment its creator never sized to this many bytes (see
+    /// [`wait_for_size`]); only for read-write `open_or_create`-style callers.
+    pub(crate) size_if_unsized: Option<usize>,
+}
+
+impl OpenSpec {
+    /// Read-write, checking the owner as `owner` says, never sizing.
+    pub(crate) fn new(owner: OwnerCheck) -> OpenSpec {
+        OpenSpec {
+            owner,
+            read_only: false,
+            size_if_unsized: None,
+        }
+    }
+
+    /// The `open(2)` access mode.
+    pub(crate) fn access_flags(self) -> libc::c_int {
+        if self.read_only {
+            libc::O_RDONLY
+        } else {
+            libc::O_RDWR
+        }
+    }
 }
 
 /// Whether an opener checks who owns the segment it opens.

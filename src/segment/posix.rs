@@ -3,8 +3,8 @@
 use std::os::fd::AsRawFd;
 
 use super::{
-    c_string, check_len, fd_stat, owned, set_len, wait_for_size, Backing, OwnerCheck, Segment,
-    DEFAULT_MODE,
+    c_string, check_len, fd_stat, owned, set_len, wait_for_size, Backing, OpenSpec, OwnerCheck,
+    Segment, DEFAULT_MODE,
 };
 use crate::error::{Error, Result};
 
@@ -103,12 +103,12 @@ impl Segment {
     /// missing name is [`Error::Os`] with `ENOENT`. Check the size you need with
     /// [`require_len`](Self::require_len).
     pub fn posix_open(name: &str) -> Result<Segment> {
-        Segment::posix_open_checked(name, OwnerCheck::MustBeOurs, None)
+        Segment::posix_open_checked(name, OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
     /// As [`posix_open`](Self::posix_open), accepting an object owned by any user.
     pub fn posix_open_any_owner(name: &str) -> Result<Segment> {
-        Segment::posix_open_checked(name, OwnerCheck::Any, None)
+        Segment::posix_open_checked(name, OpenSpec::new(OwnerCheck::Any))
     }
 
     /// As [`posix_open`](Self::posix_open), but an object whose creator never sized it
@@ -116,25 +116,36 @@ impl Segment {
     /// the usual wait instead of failing: for `open_or_create`-style callers that know
     /// the intended size.
     pub fn posix_open_or_size(name: &str, len: usize) -> Result<Segment> {
-        Segment::posix_open_checked(name, OwnerCheck::MustBeOurs, Some(len))
+        Segment::posix_open_checked(
+            name,
+            OpenSpec {
+                size_if_unsized: Some(len),
+                ..OpenSpec::new(OwnerCheck::MustBeOurs)
+            },
+        )
     }
 
-    fn posix_open_checked(
-        name: &str,
-        owner: OwnerCheck,
-        size_if_unsized: Option<usize>,
-    ) -> Result<Segment> {
+    /// Opens and maps the POSIX object `name` as `spec` says.
+    pub(crate) fn posix_open_checked(name: &str, spec: OpenSpec) -> Result<Segment> {
         validate_posix_name(name)?;
         let cname = c_string(name)?;
         // SAFETY: `cname` is a valid NUL-terminated string.
-        let fd = unsafe { libc::shm_open(cname.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) };
+        let fd =
+            unsafe { libc::shm_open(cname.as_ptr(), spec.access_flags() | libc::O_CLOEXEC, 0) };
         if fd < 0 {
             return Err(Error::last_os("shm_open", name));
         }
         let fd = owned(fd);
-        owner.check(fd_stat(fd.as_raw_fd(), name)?.st_uid, name)?;
-        let len = wait_for_size(fd.as_raw_fd(), name, size_if_unsized)?;
-        Segment::map_fd(fd.as_raw_fd(), len, posix_backing(name), name)
+        spec.owner
+            .check(fd_stat(fd.as_raw_fd(), name)?.st_uid, name)?;
+        let len = wait_for_size(fd.as_raw_fd(), name, spec.size_if_unsized)?;
+        Segment::map_fd_with(
+            fd.as_raw_fd(),
+            len,
+            posix_backing(name),
+            name,
+            spec.read_only,
+        )
     }
 
     /// Removes the name `name` (mappings stay valid until unmapped).

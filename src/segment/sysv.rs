@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::{check_len, Backing, OwnerCheck, Segment, DEFAULT_MODE};
+use super::{check_len, Backing, OpenSpec, OwnerCheck, Segment, DEFAULT_MODE};
 use crate::error::{Error, Result};
 
 /// `ftok(3)`: a SysV key derived from an existing file's inode and device and the low 8
@@ -116,7 +116,7 @@ impl Segment {
         if id < 0 {
             return Err(Error::last_os("shmget(IPC_CREAT|IPC_EXCL)", target));
         }
-        let attached = Segment::attach_id(key, id, len, &target);
+        let attached = Segment::attach_id(key, id, len, &target, false);
         if attached.is_err() {
             // We created it; do not leave a segment nobody attached behind. The first
             // error is the one worth reporting.
@@ -132,15 +132,17 @@ impl Segment {
     /// [`Error::ForeignOwner`] (use [`sysv_open_any_owner`](Self::sysv_open_any_owner)
     /// when that is intended). A missing key is [`Error::Os`] with `ENOENT`.
     pub fn sysv_open(key: libc::key_t) -> Result<Segment> {
-        Segment::sysv_open_checked(key, OwnerCheck::MustBeOurs)
+        Segment::sysv_open_checked(key, OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
     /// As [`sysv_open`](Self::sysv_open), accepting a segment owned by any user.
     pub fn sysv_open_any_owner(key: libc::key_t) -> Result<Segment> {
-        Segment::sysv_open_checked(key, OwnerCheck::Any)
+        Segment::sysv_open_checked(key, OpenSpec::new(OwnerCheck::Any))
     }
 
-    fn sysv_open_checked(key: libc::key_t, owner: OwnerCheck) -> Result<Segment> {
+    /// Opens and attaches the SysV segment `key` as `spec` says (read-only attaches with
+    /// `SHM_RDONLY`; SysV segments are sized at creation, so `size_if_unsized` is moot).
+    pub(crate) fn sysv_open_checked(key: libc::key_t, spec: OpenSpec) -> Result<Segment> {
         refuse_private(key)?;
         let target = key_name(key);
         // SAFETY: shmget only reads its scalar arguments; size 0 opens at any size.
@@ -149,18 +151,30 @@ impl Segment {
             return Err(Error::last_os("shmget", target));
         }
         let ds = stat(id, &target)?;
-        owner.check(ds.shm_perm.uid, &target)?;
-        Segment::attach_id(key, id, ds.shm_segsz, &target)
+        spec.owner.check(ds.shm_perm.uid, &target)?;
+        Segment::attach_id(key, id, ds.shm_segsz, &target, spec.read_only)
     }
 
-    fn attach_id(key: libc::key_t, id: libc::c_int, len: usize, target: &str) -> Result<Segment> {
+    fn attach_id(
+        key: libc::key_t,
+        id: libc::c_int,
+        len: usize,
+        target: &str,
+        read_only: bool,
+    ) -> Result<Segment> {
         check_len(len)?;
+        let flags = if read_only { libc::SHM_RDONLY } else { 0 };
         // SAFETY: shmat with a null address lets the kernel pick a free range; it maps a
         // new attachment and touches no existing memory.
-        let ptr = unsafe { libc::shmat(id, core::ptr::null(), 0) };
+        let ptr = unsafe { libc::shmat(id, core::ptr::null(), flags) };
         // shmat reports failure as (void*)-1, the same value as MAP_FAILED; a successful
         // attachment is detached with shmdt by Drop (Backing::SysV).
-        Segment::from_mmap(ptr, len, Backing::SysV { key, id }, "shmat", target)
+        let op = if read_only {
+            "shmat(SHM_RDONLY)"
+        } else {
+            "shmat"
+        };
+        Segment::from_mmap(ptr, len, Backing::SysV { key, id }, read_only, op, target)
     }
 
     /// Marks the SysV segment `key` for removal (`IPC_RMID`): the key is free at once;

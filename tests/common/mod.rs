@@ -107,6 +107,20 @@ pub fn spawn(role: &str, args: &[&str]) -> Child {
 
 /// [`spawn`] with extra environment variables (e.g. a test failpoint).
 pub fn spawn_with_env(role: &str, args: &[&str], env: &[(&str, &str)]) -> Child {
+    start_child(child_command(role, args, env))
+}
+
+/// [`spawn`] running as `user` (see [`second_user`]): the child's uid, gid and groups are
+/// the user's, set before it executes (the test binary must be readable by that user,
+/// as `target/` is).
+pub fn spawn_as(user: TestUser, role: &str, args: &[&str]) -> Child {
+    let mut cmd = child_command(role, args, &[]);
+    // std drops the supplementary groups too when the parent is root.
+    cmd.uid(user.uid).gid(user.gid);
+    start_child(cmd)
+}
+
+fn child_command(role: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
     cmd.args(["child_role", "--exact", "--nocapture", "--test-threads=1"])
@@ -119,6 +133,10 @@ pub fn spawn_with_env(role: &str, args: &[&str], env: &[(&str, &str)]) -> Child 
     unsafe {
         cmd.pre_exec(set_pdeathsig);
     }
+    cmd
+}
+
+fn start_child(mut cmd: Command) -> Child {
     // Reaped by `Child` with waitpid (so it can be waited on with a timeout), not by
     // std's handle.
     #[allow(clippy::zombie_processes)]
@@ -387,4 +405,80 @@ pub fn exit_without_robust_list() -> ! {
     assert_eq!(r, 0, "set_robust_list: {}", std::io::Error::last_os_error());
     // SAFETY: _exit skips atexit handlers; glibc's own list is no longer registered.
     unsafe { libc::_exit(0) }
+}
+
+/// A second, unprivileged user for tests of what another user can do.
+#[derive(Clone, Copy, Debug)]
+pub struct TestUser {
+    /// Its uid.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+}
+
+/// The login of [`second_user`].
+pub const SECOND_USER: &str = "shmsync-test";
+
+/// The unprivileged user [`SECOND_USER`], created with `useradd` if missing. Needs
+/// root: otherwise (or if `useradd` fails) prints why the test `what` is SKIPPED and
+/// returns `None`; the caller then returns.
+pub fn second_user(what: &str) -> Option<TestUser> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED {what}: needs root to create and become a second user");
+        return None;
+    }
+    if let Some(user) = lookup_user(SECOND_USER) {
+        return Some(user);
+    }
+    let made = Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ])
+        .arg(SECOND_USER)
+        .output();
+    // Another test process may have created it meanwhile: look again either way.
+    match lookup_user(SECOND_USER) {
+        Some(user) => Some(user),
+        None => {
+            eprintln!("SKIPPED {what}: could not create user {SECOND_USER}: {made:?}");
+            None
+        }
+    }
+}
+
+fn lookup_user(name: &str) -> Option<TestUser> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: passwd is plain old data; getpwnam_r fills it.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` is as long as we say.
+    let r = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (r == 0 && !out.is_null()).then_some(TestUser {
+        uid: pw.pw_uid,
+        gid: pw.pw_gid,
+    })
+}
+
+/// Becomes `user` in a forked child (async-signal-safe: three system calls). Returns
+/// false if any failed.
+pub fn become_user(user: TestUser) -> bool {
+    // SAFETY: setgroups/setgid/setuid only change this process's credentials.
+    unsafe {
+        libc::setgroups(0, std::ptr::null()) == 0
+            && libc::setgid(user.gid) == 0
+            && libc::setuid(user.uid) == 0
+    }
 }
