@@ -666,12 +666,15 @@ fn recover_object(
                 .into_iter()
                 .filter(|l| l.liveness == Liveness::Dead)
                 .collect();
+            // A table lock a dead process left (marked owner-died by the kernel, or not)
+            // is repaired by the reclaim's locking.
             let lock_dead = matches!(
                 sem.table_lock().state(),
-                MutexState::Locked {
-                    owner: Liveness::Dead,
-                    ..
-                }
+                MutexState::OwnerDied
+                    | MutexState::Locked {
+                        owner: Liveness::Dead,
+                        ..
+                    }
             );
             if dead.is_empty() && !lock_dead {
                 return Ok(());
