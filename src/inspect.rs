@@ -43,6 +43,8 @@ pub enum Fact {
     Text(String),
     /// A list of records (e.g. leases).
     List(Vec<Vec<(&'static str, Fact)>>),
+    /// One record (e.g. a leased semaphore's table lock).
+    Record(Vec<(&'static str, Fact)>),
 }
 
 /// The whole region as read without locking.
@@ -543,7 +545,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                 ("waiters", Fact::Int(sem.waiters().into())),
                 ("leases", Fact::List(list)),
             ];
-            facts.push(("table_lock", Fact::List(vec![lock_facts])));
+            facts.push(("table_lock", Fact::Record(lock_facts)));
             (state, dead > 0 || lock_dead, facts)
         }),
         Kind::SeqLock => {

@@ -186,6 +186,11 @@ fn usage(message: String) -> Failure {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of the output goes
+    // away (`shmsync list | head`) instead of failing a write; Rust ignores SIGPIPE.
+    // SAFETY: restoring a signal's default disposition at startup, before any thread
+    // exists, has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
@@ -580,22 +585,19 @@ fn print_list(rows: &[Listed]) {
 }
 
 fn fact_json(f: &Fact) -> Value {
+    let record = |rec: &[(&str, Fact)]| {
+        Value::Object(
+            rec.iter()
+                .map(|(k, v)| ((*k).to_owned(), fact_json(v)))
+                .collect(),
+        )
+    };
     match f {
         Fact::Int(i) => json!(i),
         Fact::Bool(b) => json!(b),
         Fact::Text(t) => json!(t),
-        Fact::List(items) => Value::Array(
-            items
-                .iter()
-                .map(|rec| {
-                    Value::Object(
-                        rec.iter()
-                            .map(|(k, v)| ((*k).to_owned(), fact_json(v)))
-                            .collect(),
-                    )
-                })
-                .collect(),
-        ),
+        Fact::List(items) => Value::Array(items.iter().map(|r| record(r)).collect()),
+        Fact::Record(r) => record(r),
     }
 }
 
@@ -686,7 +688,7 @@ fn print_report(r: &RegionReport, probe: Option<&Probe>, region: &Region) {
                     if *complete {
                         ""
                     } else {
-                        " (others' processes not visible)"
+                        " (some processes' maps were not readable)"
                     }
                 ),
                 Attached::Unknown => "unknown".into(),
@@ -767,9 +769,14 @@ fn print_recovery(rec: &Recovery, loc: &Location, opts: RecoverOptions) {
     );
     print_table(&["OBJECT", "KIND", "OUTCOME", "ACTION"], &rows);
     println!(
-        "{}: {} recovered, {} need{} the application, {} unreachable, {} fine",
+        "{}: {} {}, {} need{} the application, {} unreachable, {} fine",
         count(rec.objects.len() as u64, "object", "objects"),
         rec.count(Outcome::Recovered),
+        if opts.dry_run {
+            "would be recovered"
+        } else {
+            "recovered"
+        },
         rec.count(Outcome::NeedsApplication),
         if rec.count(Outcome::NeedsApplication) == 1 {
             "s"

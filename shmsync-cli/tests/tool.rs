@@ -427,6 +427,30 @@ fn recover_against_a_stopped_holder_of_an_internal_lock_returns_and_names_the_ob
     assert_eq!(sem.value(), 3);
 }
 
+/// What `list` exits with: 3 if any region on the machine (other tests' included)
+/// needs recovery, else 0.
+fn list_exit_code(out: &Value) -> i32 {
+    let any = out["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["needs_recovery"] == true);
+    if any {
+        3
+    } else {
+        0
+    }
+}
+
+/// Removes a SysV segment another process created, pass or fail.
+struct RemoveOnDrop(libc::key_t);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = Segment::sysv_remove(self.0);
+    }
+}
+
 #[test]
 fn list_finds_regions_another_process_made_and_never_follows_or_blocks() {
     let posix = common::ShmName::new("toollist");
@@ -453,10 +477,12 @@ fn list_finds_regions_another_process_made_and_never_follows_or_blocks() {
         &[posix.as_str(), &sysv, file, marker.as_str()],
     );
     marker_text(&marker, "the regions to be made");
+    // The child made the SysV segment, so `SysvKey` would not remove it.
+    let _remove = RemoveOnDrop(key.key());
 
     let run = tool(&["list", dir.as_str(), "--json"]);
-    assert_eq!(run.code, 0, "{}\n{}", run.out, run.err);
     let out = run.json();
+    assert_eq!(run.code, list_exit_code(&out), "{}\n{}", run.out, run.err);
     assert_eq!(out["schema_version"], 1);
     assert_eq!(out["command"], "list");
     let regions = out["regions"].as_array().unwrap();
@@ -611,8 +637,8 @@ fn another_users_regions_need_any_owner_and_read_permission_is_enough_to_inspect
 
     // Listing as the other user shows the unreadable region as such.
     let run = tool_as(Some(user), &["list", "--json"]);
-    assert_eq!(run.code, 0, "{}", run.err);
     let out = run.json();
+    assert_eq!(run.code, list_exit_code(&out), "{}", run.err);
     let regions = out["regions"].as_array().unwrap();
     let row = |n: &str| regions.iter().find(|r| r["region"] == n).cloned();
     let p = row(private.as_str()).unwrap_or_else(|| panic!("{out}"));
@@ -756,4 +782,70 @@ fn usage_errors_exit_2_and_errors_are_json_with_json() {
         bytes.iter().all(|&b| b == 0),
         "the tool wrote to a zeroed segment"
     );
+}
+
+#[test]
+fn a_corrupt_object_is_reported_per_object_and_the_rest_still_handled() {
+    let name = common::ShmName::new("toolcorrupt");
+    let loc = Location::parse(name.as_str()).unwrap();
+    let region = Region::create(&loc, SIZE).unwrap();
+    region.get_or_init::<RawRobustMutex>("good", ()).unwrap();
+    region.get_or_init::<RawRobustMutex>("bad", ()).unwrap();
+    let sem = region.get_or_init::<LeasedSemaphore>("pool", 2).unwrap();
+    let report = tool(&["inspect", name.as_str(), "--json"]).json();
+    let offset = entry(&report, "bad")["offset"].as_u64().unwrap() as usize;
+    // A dead lease in another object, so recovery has something to do besides.
+    let marker = common::TempPath::new("permit");
+    let mut dead = common::spawn("hold_permit", &[name.as_str(), marker.as_str()]);
+    marker_text(&marker, "a permit to be held");
+    dead.kill();
+    // Overwrite the bad mutex's magic, as a hostile or buggy peer could.
+    // SAFETY: `offset` is a validated object offset inside the SIZE-byte mapping; the
+    // first word of a mutex is its header's magic, which nothing writes meanwhile.
+    unsafe {
+        region
+            .segment()
+            .as_ptr()
+            .add(offset)
+            .cast::<u32>()
+            .write_volatile(0xdead_beef)
+    };
+
+    let run = tool(&["inspect", name.as_str(), "--json"]);
+    assert_eq!(run.code, 3, "{}", run.out);
+    let report = run.json();
+    assert_eq!(entry(&report, "good")["state"], "free");
+    let bad = entry(&report, "bad");
+    assert_eq!(bad["needs_recovery"], true);
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a shmsync object"),
+        "{bad}"
+    );
+
+    // `list` flags it, and exits 3.
+    let run = tool(&["list", "--json"]);
+    assert_eq!(run.code, 3, "{}", run.out);
+    let out = run.json();
+    let row = out["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == name.as_str())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(row["needs_recovery"], true, "{row}");
+
+    let run = tool(&["recover", name.as_str(), "--json"]);
+    assert_eq!(run.code, 6, "{}", run.out);
+    let out = run.json();
+    assert_eq!(object(&out, "bad")["outcome"], "unreachable");
+    assert!(object(&out, "bad")["actions"][0]
+        .as_str()
+        .unwrap()
+        .contains("could not read it"));
+    assert_eq!(object(&out, "good")["outcome"], "fine");
+    assert_eq!(object(&out, "pool")["outcome"], "recovered");
+    assert_eq!(sem.value(), 2);
 }

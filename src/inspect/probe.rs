@@ -474,12 +474,14 @@ impl MapsIndex {
         }
     }
 
+    /// The processes mapping the inode, this one (the tool looking at it) excepted.
     fn attached(&self, dev: u64, ino: u64) -> Attached {
+        let me = process::current_pid();
         Attached::Pids {
             pids: self
                 .by_inode
                 .get(&(dev_major(dev), dev_minor(dev), ino))
-                .map(|s| s.iter().copied().collect())
+                .map(|s| s.iter().copied().filter(|&p| p != me).collect())
                 .unwrap_or_default(),
             complete: self.complete,
         }
