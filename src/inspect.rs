@@ -209,7 +209,7 @@ pub fn escape(s: &str) -> String {
             c if (c as u32) < 0x100 && c.is_control() => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
-            c if c.is_control() || is_invisible_format(c) => {
+            c if acts_on_terminal(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", c as u32);
             }
             c => out.push(c),
@@ -218,16 +218,18 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Zero-width, bidirectional-override and similar format characters, which change how
-/// a line reads without showing themselves.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c as u32,
-        0xad | 0x61c | 0x180e | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x206f | 0xfeff
-            | 0xfff9..=0xfffb)
+/// Whether [`escape`] escapes `c`: a control character, or a zero-width,
+/// bidirectional-override or similar format character, which changes how a line reads
+/// without showing itself.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0xad | 0x61c | 0x180e | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x206f
+                | 0xfeff | 0xfff9..=0xfffb)
 }
 
-/// Plural: `"1 lease"`, `"2 leases"`.
-pub fn count(n: u64, one: &str, many: &str) -> String {
+/// `"1 lease"`, `"2 leases"`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
@@ -493,7 +495,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
             (
                 format!(
                     "value {value}, {}",
-                    count(sleepers.into(), "sleeper", "sleepers")
+                    plural(sleepers.into(), "sleeper", "sleepers")
                 ),
                 false,
                 vec![
@@ -523,8 +525,8 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                 "value {} of {}, {} ({})",
                 sem.value(),
                 sem.capacity(),
-                count(leases.len() as u64, "lease", "leases"),
-                count(held, "permit", "permits")
+                plural(leases.len() as u64, "lease", "leases"),
+                plural(held, "permit", "permits")
             );
             for l in &leases {
                 state.push_str(&format!(
@@ -687,7 +689,7 @@ fn recover_object(
                         Outcome::Recovered,
                         format!(
                             "would reclaim {} of dead pid {}",
-                            count(l.permits.into(), "permit", "permits"),
+                            plural(l.permits.into(), "permit", "permits"),
                             l.identity.pid
                         ),
                     );
@@ -707,7 +709,7 @@ fn recover_object(
                             Outcome::Recovered,
                             format!(
                                 "reclaimed {} of dead pid {}",
-                                count(n.into(), "permit", "permits"),
+                                plural(n.into(), "permit", "permits"),
                                 who.pid
                             ),
                         );
@@ -728,7 +730,7 @@ fn recover_object(
                              {} of dead holders not reclaimed",
                             shown(opts.wait),
                             describe_mutex_at(sem.table_lock()).0,
-                            count(permits, "permit", "permits")
+                            plural(permits, "permit", "permits")
                         ),
                     );
                 }

@@ -18,7 +18,8 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
 use shmsync::inspect::probe::{self, Attached, Content, Probe, Removal, RemoveOptions};
 use shmsync::inspect::{
-    self, count, escape, Fact, ObjectReport, Outcome, RecoverOptions, Recovery, RegionReport,
+    self, acts_on_terminal, escape, plural, Fact, ObjectReport, Outcome, RecoverOptions, Recovery,
+    RegionReport,
 };
 use shmsync::region::{Location, RegionOptions};
 use shmsync::{Error, Region};
@@ -250,7 +251,7 @@ fn print_json(v: &Value) {
     for c in text.chars() {
         // Outside strings, pretty JSON has only '\n' and spaces; anything caught here
         // is inside a string, where \uXXXX stands for the same character.
-        if c != '\n' && escape(&c.to_string()) != c.to_string() && c != '\\' {
+        if c != '\n' && acts_on_terminal(c) {
             out.push_str(&format!("\\u{:04x}", c as u32));
         } else {
             out.push(c);
@@ -431,14 +432,13 @@ fn list(paths: &[PathBuf], json: bool) -> Result<u8, Failure> {
         .into_iter()
         .map(|p| {
             let needs_recovery = match &p.content {
-                Content::Region(h) if h.ready && h.incompatible.is_none() => {
-                    Location::parse(&p.location)
-                        .map_err(Failure::from)
-                        .and_then(|loc| open(&loc, true, true))
-                        .and_then(|r| Ok(inspect::inspect(&r)?))
-                        .map(|r| r.needs_recovery())
-                        .map_err(|f| f.message)
-                }
+                Content::Region(h) if h.ready && h.incompatible.is_none() => p
+                    .to_location()
+                    .map_err(Failure::from)
+                    .and_then(|loc| open(&loc, true, true))
+                    .and_then(|r| Ok(inspect::inspect(&r)?))
+                    .map(|r| r.needs_recovery())
+                    .map_err(|f| f.message),
                 Content::Region(h) => Err(h
                     .incompatible
                     .clone()
@@ -670,10 +670,10 @@ fn print_report(r: &RegionReport, probe: Option<&Probe>, region: &Region) {
                 mode(p.mode)
             );
             let attached = match &p.attached {
-                Attached::Count(n) => count(*n, "process", "processes"),
+                Attached::Count(n) => plural(*n, "process", "processes"),
                 Attached::Pids { pids, complete } => format!(
                     "{}{}{}",
-                    count(pids.len() as u64, "process", "processes"),
+                    plural(pids.len() as u64, "process", "processes"),
                     if pids.is_empty() {
                         String::new()
                     } else {
@@ -770,7 +770,7 @@ fn print_recovery(rec: &Recovery, loc: &Location, opts: RecoverOptions) {
     print_table(&["OBJECT", "KIND", "OUTCOME", "ACTION"], &rows);
     println!(
         "{}: {} {}, {} need{} the application, {} unreachable, {} fine",
-        count(rec.objects.len() as u64, "object", "objects"),
+        plural(rec.objects.len() as u64, "object", "objects"),
         rec.count(Outcome::Recovered),
         if opts.dry_run {
             "would be recovered"

@@ -141,6 +141,15 @@ impl Probe {
         matches!(self.content, Content::Region(_))
     }
 
+    /// The [`Location`] to open it by.
+    pub fn to_location(&self) -> Result<Location> {
+        match self.backing {
+            BackingKind::Posix => Ok(Location::Posix(self.location.clone())),
+            BackingKind::File => Ok(Location::File(PathBuf::from(&self.location))),
+            BackingKind::SysV => Location::parse(&self.location),
+        }
+    }
+
     /// Whether `uid` owns it (for SysV: both owner and creator).
     pub fn owned_by(&self, uid: u32) -> bool {
         self.owner_uid == uid && self.creator_uid.map_or(true, |c| c == uid)
