@@ -98,12 +98,40 @@ pub enum Error {
         /// What the table records.
         found: String,
     },
-    /// The segment belongs to another user; opening it was not asked for explicitly.
+    /// The segment belongs to another user; opening it was not asked for explicitly
+    /// (the any-owner option: `Segment::*_open_any_owner`, `RegionOptions::any_owner`).
     ForeignOwner {
         /// What was opened.
         target: String,
         /// Its owner's uid.
         owner_uid: u32,
+    },
+    /// A SysV segment is owned by this user but was created by another, who keeps owner
+    /// rights to it (a creator may hand `shm_perm.uid` to anyone with `IPC_SET`); opening
+    /// it was not asked for explicitly (the any-owner option).
+    ForeignCreator {
+        /// What was opened.
+        target: String,
+        /// Its creator's uid (`shm_perm.cuid`).
+        creator_uid: u32,
+    },
+    /// The segment is ours but its mode grants group or others some access, so other
+    /// users may read or write it; opening it was not asked for explicitly (the
+    /// any-owner option).
+    OpenToOthers {
+        /// What was opened.
+        target: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A file or POSIX segment path names something other than a regular file (a
+    /// symbolic link, FIFO, device, directory, socket); it was refused before anything
+    /// read, wrote, truncated or mapped it.
+    NotRegularFile {
+        /// The path or name.
+        target: String,
+        /// What it is, e.g. `"a symbolic link"`, `"a FIFO"`, `"a character device"`.
+        found: &'static str,
     },
     /// The region was opened read-only, and the call would write to it (or hand out an
     /// object whose methods write).
@@ -145,6 +173,10 @@ impl Error {
         }
     }
 }
+
+/// How an ownership refusal says which opt-in accepts the segment.
+const ANY_OWNER_HINT: &str = "refused unless opened with the any-owner option \
+     (Segment::*_open_any_owner, RegionOptions::any_owner) if that is intended";
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -198,8 +230,26 @@ impl fmt::Display for Error {
             }
             Error::ForeignOwner { target, owner_uid } => write!(
                 f,
-                "{target:?} is owned by uid {owner_uid}, not by this user; open it with the \
-                 explicit foreign-owner option if that is intended"
+                "{target:?} is owned by uid {owner_uid}, not by this process's effective \
+                 uid; {ANY_OWNER_HINT}"
+            ),
+            Error::ForeignCreator {
+                target,
+                creator_uid,
+            } => write!(
+                f,
+                "{target:?} is owned by this user but was created by uid {creator_uid} \
+                 (SysV cuid), who keeps read-write access to it; {ANY_OWNER_HINT}"
+            ),
+            Error::OpenToOthers { target, mode } => write!(
+                f,
+                "{target:?} has mode {mode:04o}, which lets group or others access it \
+                 (only owner bits are accepted); {ANY_OWNER_HINT}"
+            ),
+            Error::NotRegularFile { target, found } => write!(
+                f,
+                "{target:?} is {found}, not a regular file: refused before reading, writing, \
+                 truncating or mapping it"
             ),
             Error::ReadOnly { target, op } => write!(
                 f,

@@ -427,9 +427,13 @@ pub struct RegionOptions {
     /// with [`Error::ReadOnly`]. Needs only read permission. Only for opening: creating
     /// read-only is [`Error::InvalidArgument`].
     pub read_only: bool,
-    /// Accept a segment owned by another user (the `*_open_any_owner` segment opens).
-    /// Off by default: a segment someone else owns may have been planted under the name
-    /// you expected.
+    /// Accept a segment whatever its owner, SysV creator and mode (the
+    /// `*_open_any_owner` segment opens). Off by default: then a segment another user
+    /// owns or created ([`Error::ForeignOwner`], [`Error::ForeignCreator`]: someone may
+    /// have planted it under the name you expected) or that group or others may access
+    /// ([`Error::OpenToOthers`]) is refused — including one made with a
+    /// [`mode`](Self#structfield.mode) that shares it with other users.
+    #[doc = crate::segment::any_owner_warning!()]
     pub any_owner: bool,
     /// Permission bits for a segment this call creates (default 0600; POSIX and file
     /// segments are subject to the umask, SysV segments are not).
@@ -451,8 +455,9 @@ impl Default for RegionOptions {
 
 /// One builder method per [`RegionOptions`] field, named after it.
 macro_rules! setters {
-    ($($field:ident: $ty:ty),* $(,)?) => {$(
+    ($($(#[$doc:meta])* $field:ident: $ty:ty),* $(,)?) => {$(
         #[doc = concat!("Sets [`", stringify!($field), "`](Self#structfield.", stringify!($field), ").")]
+        $(#[$doc])*
         pub fn $field(mut self, $field: $ty) -> RegionOptions {
             self.$field = $field;
             self
@@ -472,6 +477,7 @@ impl RegionOptions {
         wait: Duration,
         initialize: bool,
         read_only: bool,
+        #[doc = crate::segment::any_owner_warning!()]
         any_owner: bool,
         mode: libc::mode_t,
     }

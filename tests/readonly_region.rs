@@ -11,10 +11,12 @@ use std::time::Duration;
 use common::{ShmName, SysvKey, TempPath};
 use shmsync::inspect::{self, RecoverOptions};
 use shmsync::region::{Location, RegionOptions};
-use shmsync::{Error, LeasedSemaphore, RawRobustMutex, Region, Segment, Semaphore};
+use shmsync::{
+    Condvar, Error, LeasedSemaphore, RawRobustMutex, Region, Segment, Semaphore, SeqLock,
+};
 
 const SIZE: usize = 1 << 16;
-const NAMES: [&str; 3] = ["lock", "sem", "leases"];
+const NAMES: [&str; 5] = ["lock", "sem", "leases", "seq", "cv"];
 
 #[test]
 fn child_role() {
@@ -48,8 +50,9 @@ impl Places {
     }
 }
 
-/// Creates a region at `loc` holding a locked mutex, a semaphore of value 3 and a leased
-/// semaphore with one permit out (the guards are leaked on purpose: the state stays).
+/// Creates a region at `loc` holding one object of every kind: a locked mutex, a
+/// semaphore of value 3, a leased semaphore with one permit out (leaked on purpose: the
+/// state stays), a seqlock and a condvar.
 fn populated(loc: &Location, opts: RegionOptions) -> Region {
     let region = Region::create_with(loc, SIZE, opts).unwrap();
     let lock = region.get_or_init::<RawRobustMutex>(NAMES[0], ()).unwrap();
@@ -59,6 +62,8 @@ fn populated(loc: &Location, opts: RegionOptions) -> Region {
         .get_or_init::<LeasedSemaphore<4>>(NAMES[2], 2)
         .unwrap();
     std::mem::forget(leases.try_acquire().unwrap().unwrap());
+    region.get_or_init::<SeqLock<u64>>(NAMES[3], 7).unwrap();
+    region.get_or_init::<Condvar>(NAMES[4], ()).unwrap();
     region
 }
 
@@ -85,7 +90,15 @@ fn check_read_only(region: &Region) {
         .collect();
     assert_eq!(names, NAMES);
     let report = inspect::inspect(region).unwrap();
-    assert_eq!(report.reports.len(), 3);
+    assert_eq!(report.reports.len(), NAMES.len());
+    for r in &report.reports {
+        assert!(
+            !r.state.starts_with("unreadable"),
+            "{}: {}",
+            r.entry.name,
+            r.state
+        );
+    }
     assert!(report.reports[0].state.starts_with("locked"), "{report:?}");
     assert!(report.reports[1].state.starts_with("value 3"), "{report:?}");
     // The calls that write, or hand out objects whose methods write, are refused.

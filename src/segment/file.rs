@@ -2,21 +2,43 @@
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::{
-    check_len, fd_stat, set_len, wait_for_size, Backing, OpenSpec, OwnerCheck, Segment,
-    DEFAULT_MODE,
+    check_len, non_regular_kind, regular_file_stat, set_len, symlink_refused, wait_for_size,
+    Backing, OpenSpec, OwnerCheck, Ownership, Segment, DEFAULT_MODE, OPEN_FLAGS,
 };
 use crate::error::{Error, Result};
 
-fn open_error(op: &'static str, path: &Path, source: std::io::Error) -> Error {
-    Error::Os {
-        op,
-        target: path.display().to_string(),
-        source,
-    }
+/// Opens `path` with `options` plus [`OPEN_FLAGS`] (no symlink followed, no FIFO waited
+/// on, no terminal taken), then refuses anything but a regular file by `fstat` on the
+/// descriptor, before anything reads, writes, truncates or maps it. Returns the file and
+/// its `fstat`.
+fn open_regular(
+    options: &mut OpenOptions,
+    op: &'static str,
+    path: &Path,
+) -> Result<(File, libc::stat)> {
+    let target = path.display().to_string();
+    let file = options
+        .custom_flags(OPEN_FLAGS)
+        .open(path)
+        .map_err(|source| {
+            let last_is_link = source.raw_os_error() == Some(libc::ELOOP)
+                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if last_is_link {
+                symlink_refused(&target)
+            } else {
+                Error::Os {
+                    op,
+                    target: target.clone(),
+                    source,
+                }
+            }
+        })?;
+    let st = regular_file_stat(file.as_raw_fd(), &target)?;
+    Ok((file, st))
 }
 
 impl Segment {
@@ -53,13 +75,15 @@ impl Segment {
     ) -> Result<Segment> {
         let path = path.as_ref();
         check_len(len)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(path)
-            .map_err(|e| open_error("open(O_CREAT|O_EXCL)", path, e))?;
+        let (file, _) = open_regular(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(mode),
+            "open(O_CREAT|O_EXCL)",
+            path,
+        )?;
         let fd = OwnedFd::from(file);
         let target = path.display().to_string();
         let made = set_len(&fd, len, &target)
@@ -75,14 +99,20 @@ impl Segment {
     /// Opens and maps the existing file `path`, whole. Waits up to
     /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
     ///
-    /// Refuses a file owned by another user with [`Error::ForeignOwner`] (use
-    /// [`file_open_any_owner`](Self::file_open_any_owner) when that is intended) and
-    /// anything but a regular file. A missing file is [`Error::Os`] with `ENOENT`.
+    /// Refuses a file owned by another user ([`Error::ForeignOwner`]) or whose mode lets
+    /// group or others access it ([`Error::OpenToOthers`]), both judged by `fstat` on
+    /// the opened descriptor (use [`file_open_any_owner`](Self::file_open_any_owner)
+    /// when that is intended), and anything but a regular file with [`Error::NotRegularFile`]: a symbolic link at
+    /// `path` is not followed (`O_NOFOLLOW`), a FIFO is not waited on (`O_NONBLOCK`), a
+    /// device is refused before it is opened. A missing file is [`Error::Os`] with
+    /// `ENOENT`.
     pub fn file_open(path: impl AsRef<Path>) -> Result<Segment> {
         Segment::file_open_checked(path.as_ref(), OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
-    /// As [`file_open`](Self::file_open), accepting a file owned by any user.
+    /// As [`file_open`](Self::file_open), accepting a file of any owner and mode (it
+    /// must still be a regular file, and our access is what its mode grants).
+    #[doc = super::any_owner_warning!()]
     pub fn file_open_any_owner(path: impl AsRef<Path>) -> Result<Segment> {
         Segment::file_open_checked(path.as_ref(), OpenSpec::new(OwnerCheck::Any))
     }
@@ -102,19 +132,22 @@ impl Segment {
 
     /// Opens and maps the file `path` as `spec` says.
     pub(crate) fn file_open_checked(path: &Path, spec: OpenSpec) -> Result<Segment> {
-        let file = File::options()
-            .read(true)
-            .write(!spec.read_only)
-            .open(path)
-            .map_err(|e| open_error("open", path, e))?;
         let target = path.display().to_string();
-        let st = fd_stat(file.as_raw_fd(), &target)?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-            return Err(Error::InvalidArgument(
-                "a file segment must be a regular file",
-            ));
+        // Refuse what the path plainly is not, without opening it (opening a device can
+        // have side effects); the fstat in `open_regular` is what decides, as the path
+        // may change between the two.
+        if let Some(found) = std::fs::symlink_metadata(path)
+            .ok()
+            .and_then(|m| non_regular_kind(m.mode()))
+        {
+            return Err(Error::NotRegularFile { target, found });
         }
-        spec.owner.check(st.st_uid, &target)?;
+        let (file, st) = open_regular(
+            File::options().read(true).write(!spec.read_only),
+            "open",
+            path,
+        )?;
+        spec.owner.check(Ownership::of_file(&st), &target)?;
         let len = wait_for_size(file.as_raw_fd(), &target, spec.size_if_unsized)?;
         Segment::map_fd_with(
             file.as_raw_fd(),

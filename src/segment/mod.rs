@@ -15,9 +15,24 @@
 //! Creating is exclusive (`O_CREAT|O_EXCL`, `IPC_CREAT|IPC_EXCL`: an existing name is
 //! `EEXIST`) with mode 0600 unless another mode is asked for, and zero-length segments
 //! are refused. Opening maps the whole segment at the size its creator chose; check what
-//! you need with [`Segment::require_len`]. Opening a POSIX, SysV or file segment that
-//! belongs to another user fails with [`Error::ForeignOwner`] (someone may have planted
-//! it under the name you expected) unless the `*_open_any_owner` variant is used.
+//! you need with [`Segment::require_len`].
+//!
+//! Opening a POSIX, SysV or file segment accepts only one that nobody but this
+//! process's effective uid can use, judged by the kernel on the opened object (`fstat`
+//! on the descriptor, `IPC_STAT` on the SysV id), never by a path: another owner is
+//! [`Error::ForeignOwner`] (someone may have planted it under the name you expected), a
+//! SysV creator (`cuid`) other than us is [`Error::ForeignCreator`] (a creator may hand
+//! the owner uid to anyone with `IPC_SET` and keeps read-write access), and a mode
+//! granting group or others any permission is [`Error::OpenToOthers`] — unless the
+//! `*_open_any_owner` variant is used. A segment created with such a mode (see
+//! `*_create_with_mode`) is therefore opened with the any-owner variants by everyone,
+//! its creator's user included: sharing with other users is each opener's explicit
+//! decision.
+//!
+//! POSIX and file segments are opened with `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
+//! O_CLOEXEC` and refused with [`Error::NotRegularFile`] unless `fstat` on the opened
+//! descriptor says regular file: a symbolic link, FIFO or device planted at the name is
+//! never followed, waited on, read, written, truncated or mapped.
 //! Opening a POSIX or file segment that its creator is still sizing (size 0 between
 //! `open` and `ftruncate`) waits up to [`SIZING_WAIT`] for it.
 //!
@@ -64,6 +79,23 @@ mod posix;
 mod sysv;
 pub use posix::validate_posix_name;
 pub use sysv::ftok;
+
+/// The warning every any-owner API carries in its documentation.
+macro_rules! any_owner_warning {
+    () => {
+        "\n\n**Trust.** A segment another user owns, or that group or others may write, is \
+         shared with processes you may not control. A live peer with write access can do \
+         more than corrupt data: it can rewrite glibc's robust-list links inside a mutex \
+         that another process holds, and that holder's unlock then writes through the \
+         peer's pointers into its own memory (or crashes). This is inherent to the \
+         kernel's robust futex lists, which keep those links inside the shared mutex; no \
+         check on attach can prevent it. Share segments writable only with processes you \
+         trust not to be malicious; to look at one you do not trust, open it read-only \
+         ([`RegionOptions::read_only`](crate::region::RegionOptions::read_only)), which \
+         never locks or writes anything."
+    };
+}
+pub(crate) use any_owner_warning;
 
 /// How long an opener waits for a segment's creator to give it a size.
 pub const SIZING_WAIT: Duration = Duration::from_secs(2);
@@ -330,25 +362,110 @@ impl OpenSpec {
     }
 }
 
+/// Flags every POSIX and file segment open adds to its access mode: never follow a
+/// symbolic link planted at the name, never block on a FIFO, never take a terminal as
+/// the controlling one, never leak the descriptor into an exec'd program.
+pub(crate) const OPEN_FLAGS: libc::c_int =
+    libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+
+/// What a file of mode `st_mode` is, for an error, if it is not a regular file.
+pub(crate) fn non_regular_kind(st_mode: u32) -> Option<&'static str> {
+    Some(match st_mode & libc::S_IFMT {
+        libc::S_IFREG => return None,
+        libc::S_IFLNK => "a symbolic link",
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFDIR => "a directory",
+        libc::S_IFSOCK => "a socket",
+        _ => "of an unknown file type",
+    })
+}
+
+/// `fstat`s the descriptor just opened for `target` and refuses anything but a regular
+/// file, before the caller reads, writes, truncates or maps it.
+pub(crate) fn regular_file_stat(fd: RawFd, target: &str) -> Result<libc::stat> {
+    let st = fd_stat(fd, target)?;
+    match non_regular_kind(st.st_mode) {
+        None => Ok(st),
+        Some(found) => Err(Error::NotRegularFile {
+            target: target.to_owned(),
+            found,
+        }),
+    }
+}
+
+/// An open that failed with `ELOOP` under `O_NOFOLLOW`: the last component of `target`
+/// is a symbolic link.
+#[cold]
+pub(crate) fn symlink_refused(target: &str) -> Error {
+    Error::NotRegularFile {
+        target: target.to_owned(),
+        found: "a symbolic link",
+    }
+}
+
+/// Who may use an opened segment, as the kernel reports it for the open object (`fstat`
+/// on the descriptor, `IPC_STAT` on the SysV id), never for a path.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ownership {
+    /// The owner's uid.
+    pub(crate) uid: u32,
+    /// The creator's uid, where the kernel keeps one apart from the owner (SysV `cuid`:
+    /// the creator keeps owner rights whatever `uid` is set to).
+    pub(crate) creator_uid: Option<u32>,
+    /// The permission bits.
+    pub(crate) mode: u32,
+}
+
+impl Ownership {
+    /// Owner and mode of an `fstat`ed file.
+    pub(crate) fn of_file(st: &libc::stat) -> Ownership {
+        Ownership {
+            uid: st.st_uid,
+            creator_uid: None,
+            mode: st.st_mode & 0o7777,
+        }
+    }
+}
+
 /// Whether an opener checks who owns the segment it opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OwnerCheck {
-    /// Refuse a segment whose owner is not this process's effective uid.
+    /// Accept only a segment that nobody but this process's effective uid can use: owned
+    /// (and, for SysV, created) by it, with no group or other permission bit.
     MustBeOurs,
-    /// Accept any owner (the caller asked for it explicitly).
+    /// Accept any owner and mode (the caller asked for it explicitly).
     Any,
 }
 
 impl OwnerCheck {
-    /// Refuses `owner_uid` with [`Error::ForeignOwner`] unless it is our effective uid
-    /// or any owner was asked for.
-    pub(crate) fn check(self, owner_uid: u32, target: &str) -> Result<()> {
+    /// Refuses, unless any owner was asked for: an owner other than our effective uid
+    /// ([`Error::ForeignOwner`]), a creator other than it ([`Error::ForeignCreator`]),
+    /// and a mode granting group or others any access ([`Error::OpenToOthers`]).
+    pub(crate) fn check(self, who: Ownership, target: &str) -> Result<()> {
+        if self == OwnerCheck::Any {
+            return Ok(());
+        }
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
-        if self == OwnerCheck::MustBeOurs && owner_uid != euid {
+        let target = target.to_owned();
+        if who.uid != euid {
             return Err(Error::ForeignOwner {
-                target: target.to_owned(),
-                owner_uid,
+                target,
+                owner_uid: who.uid,
+            });
+        }
+        if let Some(creator_uid) = who.creator_uid.filter(|&c| c != euid) {
+            return Err(Error::ForeignCreator {
+                target,
+                creator_uid,
+            });
+        }
+        if who.mode & 0o077 != 0 {
+            return Err(Error::OpenToOthers {
+                target,
+                mode: who.mode & 0o777,
             });
         }
         Ok(())

@@ -3,8 +3,8 @@
 use std::os::fd::AsRawFd;
 
 use super::{
-    c_string, check_len, fd_stat, owned, set_len, wait_for_size, Backing, OpenSpec, OwnerCheck,
-    Segment, DEFAULT_MODE,
+    c_string, check_len, owned, regular_file_stat, set_len, symlink_refused, wait_for_size,
+    Backing, OpenSpec, OwnerCheck, Ownership, Segment, DEFAULT_MODE, OPEN_FLAGS,
 };
 use crate::error::{Error, Result};
 
@@ -76,7 +76,7 @@ impl Segment {
         let fd = unsafe {
             libc::shm_open(
                 cname.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | OPEN_FLAGS,
                 mode,
             )
         };
@@ -84,7 +84,8 @@ impl Segment {
             return Err(Error::last_os("shm_open(O_CREAT|O_EXCL)", name));
         }
         let fd = owned(fd);
-        let sized = set_len(&fd, len, name)
+        let sized = regular_file_stat(fd.as_raw_fd(), name)
+            .and_then(|_| set_len(&fd, len, name))
             .and_then(|()| Segment::map_fd(fd.as_raw_fd(), len, posix_backing(name), name));
         if sized.is_err() {
             // We created it; do not leave a half-made object behind.
@@ -97,16 +98,20 @@ impl Segment {
     /// Opens and maps the existing POSIX shared-memory object `name`, whole. Waits up to
     /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
     ///
-    /// Refuses an object owned by another user with [`Error::ForeignOwner`] (someone else
-    /// may have planted it under the expected name); use
-    /// [`posix_open_any_owner`](Self::posix_open_any_owner) when that is intended. A
-    /// missing name is [`Error::Os`] with `ENOENT`. Check the size you need with
+    /// Refuses an object owned by another user ([`Error::ForeignOwner`]: someone else
+    /// may have planted it under the expected name) or whose mode lets group or others
+    /// access it ([`Error::OpenToOthers`]), both judged by `fstat` on the opened
+    /// descriptor; use [`posix_open_any_owner`](Self::posix_open_any_owner) when that is
+    /// intended. Anything but a regular file (a symbolic link or FIFO planted in
+    /// `/dev/shm`) is [`Error::NotRegularFile`]. A missing name is [`Error::Os`] with `ENOENT`. Check the size you need with
     /// [`require_len`](Self::require_len).
     pub fn posix_open(name: &str) -> Result<Segment> {
         Segment::posix_open_checked(name, OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
-    /// As [`posix_open`](Self::posix_open), accepting an object owned by any user.
+    /// As [`posix_open`](Self::posix_open), accepting an object of any owner and mode
+    /// (it must still be a regular file, and our access is what its mode grants).
+    #[doc = super::any_owner_warning!()]
     pub fn posix_open_any_owner(name: &str) -> Result<Segment> {
         Segment::posix_open_checked(name, OpenSpec::new(OwnerCheck::Any))
     }
@@ -129,15 +134,22 @@ impl Segment {
     pub(crate) fn posix_open_checked(name: &str, spec: OpenSpec) -> Result<Segment> {
         validate_posix_name(name)?;
         let cname = c_string(name)?;
+        // glibc's shm_open adds O_NOFOLLOW and O_CLOEXEC itself; OPEN_FLAGS says so too,
+        // and adds O_NONBLOCK (a FIFO planted in /dev/shm must not block us) and
+        // O_NOCTTY.
         // SAFETY: `cname` is a valid NUL-terminated string.
-        let fd =
-            unsafe { libc::shm_open(cname.as_ptr(), spec.access_flags() | libc::O_CLOEXEC, 0) };
+        let fd = unsafe { libc::shm_open(cname.as_ptr(), spec.access_flags() | OPEN_FLAGS, 0) };
         if fd < 0 {
-            return Err(Error::last_os("shm_open", name));
+            let err = Error::last_os("shm_open", name);
+            // The name has no '/', so under O_NOFOLLOW only the object itself can loop.
+            if err.raw_os_error() == Some(libc::ELOOP) {
+                return Err(symlink_refused(name));
+            }
+            return Err(err);
         }
         let fd = owned(fd);
-        spec.owner
-            .check(fd_stat(fd.as_raw_fd(), name)?.st_uid, name)?;
+        let st = regular_file_stat(fd.as_raw_fd(), name)?;
+        spec.owner.check(Ownership::of_file(&st), name)?;
         let len = wait_for_size(fd.as_raw_fd(), name, spec.size_if_unsized)?;
         Segment::map_fd_with(
             fd.as_raw_fd(),

@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::{check_len, Backing, OpenSpec, OwnerCheck, Segment, DEFAULT_MODE};
+use super::{check_len, Backing, OpenSpec, OwnerCheck, Ownership, Segment, DEFAULT_MODE};
 use crate::error::{Error, Result};
 
 /// `ftok(3)`: a SysV key derived from an existing file's inode and device and the low 8
@@ -128,14 +128,20 @@ impl Segment {
     /// Attaches the existing SysV segment `key`, whole (its size is read back with
     /// `shmctl(IPC_STAT)`).
     ///
-    /// Refuses [`libc::IPC_PRIVATE`], and a segment owned by another user with
-    /// [`Error::ForeignOwner`] (use [`sysv_open_any_owner`](Self::sysv_open_any_owner)
-    /// when that is intended). A missing key is [`Error::Os`] with `ENOENT`.
+    /// Refuses [`libc::IPC_PRIVATE`], and, as `shmctl(IPC_STAT)` reports them: a segment
+    /// owned by another user ([`Error::ForeignOwner`]); one created by another user even
+    /// if its owner uid is ours ([`Error::ForeignCreator`]: the creator may have handed
+    /// us the owner uid with `IPC_SET`, and keeps read-write access); one whose mode
+    /// grants group or others any permission ([`Error::OpenToOthers`]). Use
+    /// [`sysv_open_any_owner`](Self::sysv_open_any_owner) when that is intended. A
+    /// missing key is [`Error::Os`] with `ENOENT`.
     pub fn sysv_open(key: libc::key_t) -> Result<Segment> {
         Segment::sysv_open_checked(key, OpenSpec::new(OwnerCheck::MustBeOurs))
     }
 
-    /// As [`sysv_open`](Self::sysv_open), accepting a segment owned by any user.
+    /// As [`sysv_open`](Self::sysv_open), accepting a segment of any owner, creator
+    /// and mode (our access is what its mode grants).
+    #[doc = super::any_owner_warning!()]
     pub fn sysv_open_any_owner(key: libc::key_t) -> Result<Segment> {
         Segment::sysv_open_checked(key, OpenSpec::new(OwnerCheck::Any))
     }
@@ -151,7 +157,12 @@ impl Segment {
             return Err(Error::last_os("shmget", target));
         }
         let ds = stat(id, &target)?;
-        spec.owner.check(ds.shm_perm.uid, &target)?;
+        let who = Ownership {
+            uid: ds.shm_perm.uid,
+            creator_uid: Some(ds.shm_perm.cuid),
+            mode: u32::from(ds.shm_perm.mode),
+        };
+        spec.owner.check(who, &target)?;
         Segment::attach_id(key, id, ds.shm_segsz, &target, spec.read_only)
     }
 
