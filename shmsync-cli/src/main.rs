@@ -166,10 +166,12 @@ struct Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let message = match &e {
-            Error::ForeignOwner { target, owner_uid } => format!(
-                "{target:?} is owned by uid {owner_uid}, not by this user; \
-                 pass --any-owner to open it anyway"
-            ),
+            // The library names its option; the operator needs the flag.
+            Error::ForeignOwner { .. }
+            | Error::ForeignCreator { .. }
+            | Error::OpenToOthers { .. } => {
+                format!("{e}; for this tool: pass --any-owner to open it anyway")
+            }
             other => other.to_string(),
         };
         Failure {

@@ -615,7 +615,11 @@ fn another_users_regions_need_any_owner_and_read_permission_is_enough_to_inspect
     let private = common::ShmName::new("toolprivate");
     drop(Region::create(&Location::parse(private.as_str()).unwrap(), SIZE).unwrap());
 
-    // Refused without the flag, and the error names it.
+    // Refused without the flag, and the error names it: to the other user, and to the
+    // owner too, since the mode lets others in.
+    let run = tool(&["inspect", shared.as_str()]);
+    assert_eq!(run.code, 1, "{}", run.out);
+    assert!(run.err.contains("--any-owner"), "{}", run.err);
     let run = tool_as(Some(user), &["inspect", shared.as_str()]);
     assert_eq!(run.code, 1, "{}", run.out);
     assert!(run.err.contains("--any-owner"), "{}", run.err);
