@@ -619,6 +619,17 @@ impl ObjectRecovery {
 /// with the holder, and recovery goes on with the next. An object that cannot be read
 /// (corrupt) is reported the same way. Fails if the table itself cannot be read, and
 /// with [`crate::Error::ReadOnly`] unless it is a dry run or the region is writable.
+///
+/// ```
+/// use shmsync::inspect::{self, Outcome, RecoverOptions};
+/// use shmsync::{RawRobustMutex, Region, Segment};
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let recovery = inspect::recover(&region, RecoverOptions::default())?;
+/// assert_eq!(recovery.outcome(), Outcome::Fine);
+/// assert_eq!(recovery.objects[0].object, "lock");
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Recovery> {
     if !opts.dry_run {
         region.check_writable("recover")?;

@@ -757,6 +757,18 @@ pub enum Removal {
 /// For POSIX and files, the name is unlinked only if it still names the inode that was
 /// verified; for SysV the verified segment is removed by id, so a key recreated
 /// meanwhile is untouched.
+///
+/// ```
+/// use shmsync::inspect::probe::{self, Content, Removal, RemoveOptions};
+/// use shmsync::{Location, Region};
+/// let loc = Location::parse(&format!("/shmsync-doc-probe-{}", std::process::id()))?;
+/// drop(Region::create(&loc, 1 << 16)?);
+/// let p = probe::probe(&loc)?;
+/// assert!(matches!(p.content, Content::Region(ref h) if h.ready && h.objects == 0));
+/// let removed = probe::remove(&loc, RemoveOptions::default())?;
+/// assert!(matches!(removed, Removal::Removed(_)));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 pub fn remove(location: &Location, opts: RemoveOptions) -> Result<Removal> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
