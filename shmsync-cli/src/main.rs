@@ -79,7 +79,7 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
-        /// Inspect a region owned by another user.
+        /// Inspect a region another user owns or created, or whose mode lets others in.
         #[arg(long)]
         any_owner: bool,
     },
@@ -100,7 +100,7 @@ enum Command {
         /// The longest wait for any one object, in seconds (or with an `ms` suffix).
         #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_wait)]
         wait: Duration,
-        /// Recover a region owned by another user.
+        /// Recover a region another user owns or created, or whose mode lets others in.
         #[arg(long)]
         any_owner: bool,
     },
@@ -115,7 +115,7 @@ enum Command {
         /// Remove it even if it carries no region header.
         #[arg(long)]
         force: bool,
-        /// Remove a region owned by another user.
+        /// Remove a region another user owns (or, for SysV, created).
         #[arg(long)]
         any_owner: bool,
     },

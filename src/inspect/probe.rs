@@ -237,7 +237,7 @@ fn stat_name(dir: &OwnedFd, name: &CStr, shown: &str) -> Result<libc::stat> {
         )
     };
     if r != 0 {
-        return Err(os_err("fstatat", shown));
+        return Err(os_err("lstat", shown));
     }
     // SAFETY: fstatat succeeded, so it initialized `st`.
     Ok(unsafe { st.assume_init() })
