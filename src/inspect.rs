@@ -1,13 +1,19 @@
-//! Reading and recovering a region from outside: the logic behind `shmsync inspect` and
-//! `shmsync recover`, in the library so that tests (and the chaos harness's hang
-//! reports) print exactly what the tool prints.
+//! Reading and recovering a region from outside: the logic behind the `shmsync`
+//! operator tool (`list`, `inspect`, `recover`, `remove`), in the library so that tests
+//! (and the chaos harness's hang reports) print exactly what the tool prints.
 //!
 //! Inspection never takes a lock and never writes. Recovery only takes from processes
-//! proven dead ([`Liveness::Dead`]); an owner whose liveness is unknown is left alone.
+//! proven dead ([`Liveness::Dead`]); an owner whose liveness is unknown is left alone,
+//! and every wait it makes is bounded by [`RecoverOptions::wait`]. Finding regions and
+//! verifying a name before removing it is in [`probe`].
 
 use core::fmt;
+use std::time::Duration;
+
+pub mod probe;
 
 use crate::error::Result;
+use crate::futex::Deadline;
 use crate::header::Kind;
 use crate::process::Liveness;
 use crate::raw_mutex::{MutexState, RawRobustMutex};
@@ -37,6 +43,8 @@ pub enum Fact {
     Text(String),
     /// A list of records (e.g. leases).
     List(Vec<Vec<(&'static str, Fact)>>),
+    /// One record (e.g. a leased semaphore's table lock).
+    Record(Vec<(&'static str, Fact)>),
 }
 
 /// The whole region as read without locking.
@@ -70,29 +78,159 @@ impl RegionReport {
     }
 }
 
-/// A recovery step `recover` took (or, in a dry run, would take).
+/// How one object (or the region's table claim) came out of [`recover`]. Ordered by
+/// severity: a region's outcome is its worst object's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    /// Nothing needed recovery.
+    Fine,
+    /// Something a dead process left was recovered (in a dry run: would be).
+    Recovered,
+    /// Only the application can finish: an owner-died mutex whose data its next locker
+    /// repairs, or a not-recoverable mutex to re-initialize.
+    NeedsApplication,
+    /// It could not be reached within the bound, or reading it failed: a live process
+    /// holds what recovery needs (stopped, or stuck), or the object is corrupt.
+    Unreachable,
+}
+
+impl Outcome {
+    /// `"fine"`, `"recovered"`, `"needs_application"` or `"unreachable"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Fine => "fine",
+            Outcome::Recovered => "recovered",
+            Outcome::NeedsApplication => "needs_application",
+            Outcome::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// A recovery step `recover` took (or, in a dry run, would take), or why it could not.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Action {
-    /// The object (or `"<region>"`).
+    /// The object (or `"<region>"` for the table claim).
     pub object: String,
-    /// What was done.
+    /// What was done, or what is left and why.
     pub what: String,
+    /// What this step means for the object.
+    pub outcome: Outcome,
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.object, self.what)
+        write!(f, "{}: {}", escape(&self.object), escape(&self.what))
     }
 }
 
-/// What `recover` may do beyond the always-safe steps.
-#[derive(Clone, Copy, Debug, Default)]
+/// One object's result of [`recover`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectRecovery {
+    /// The object's name (`"<region>"` for the table claim).
+    pub object: String,
+    /// Its kind's name (`"region"` for the table claim).
+    pub kind: &'static str,
+    /// Its worst outcome.
+    pub outcome: Outcome,
+    /// The steps, in order.
+    pub actions: Vec<Action>,
+}
+
+/// Everything [`recover`] did, object by object (every object of the table appears).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The table claim first (when anything was done about it), then every object.
+    pub objects: Vec<ObjectRecovery>,
+}
+
+impl Recovery {
+    /// The worst outcome of any object.
+    pub fn outcome(&self) -> Outcome {
+        self.objects
+            .iter()
+            .map(|o| o.outcome)
+            .max()
+            .unwrap_or(Outcome::Fine)
+    }
+
+    /// Every step, in order.
+    pub fn actions(&self) -> impl Iterator<Item = &Action> {
+        self.objects.iter().flat_map(|o| &o.actions)
+    }
+
+    /// How many objects came out with `outcome`.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.objects.iter().filter(|o| o.outcome == outcome).count()
+    }
+}
+
+/// What `recover` may do beyond the always-safe steps, and how long it may wait.
+#[derive(Clone, Copy, Debug)]
 pub struct RecoverOptions {
     /// Mark owner-died mutexes consistent *without* repairing their data (the data is
     /// accepted as it is). Off by default: repair is the application's job.
     pub mark_consistent: bool,
     /// Only report what would be done.
     pub dry_run: bool,
+    /// The longest `recover` waits for any one object (an internal lock held by a live
+    /// process); past it the object is reported [`Outcome::Unreachable`].
+    pub wait: Duration,
+}
+
+/// [`RecoverOptions::wait`] by default.
+pub const DEFAULT_RECOVER_WAIT: Duration = Duration::from_secs(1);
+
+impl Default for RecoverOptions {
+    fn default() -> Self {
+        RecoverOptions {
+            mark_consistent: false,
+            dry_run: false,
+            wait: DEFAULT_RECOVER_WAIT,
+        }
+    }
+}
+
+/// `s` with everything that could act on a terminal escaped: control characters (C0,
+/// DEL, C1 — ESC among them) as `\xNN` or `\u{N}`, invisible and bidirectional
+/// formatting characters as `\u{N}`, and the backslash itself as `\\`, so an escaped
+/// name can never be confused with a raw one. Every byte the tool read from a segment
+/// or a directory goes through this before it is printed as text.
+///
+/// ```
+/// assert_eq!(shmsync::inspect::escape("a\x1b[2Kb"), "a\\x1b[2Kb");
+/// assert_eq!(shmsync::inspect::escape("ok-name é"), "ok-name é");
+/// ```
+pub fn escape(s: &str) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x100 && c.is_control() => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if acts_on_terminal(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether [`escape`] escapes `c`: a control character, or a zero-width,
+/// bidirectional-override or similar format character, which changes how a line reads
+/// without showing itself.
+pub fn acts_on_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c as u32,
+            0xad | 0x61c | 0x180e | 0x200b..=0x200f | 0x2028..=0x202e | 0x2060..=0x206f
+                | 0xfeff | 0xfff9..=0xfffb)
+}
+
+/// `"1 lease"`, `"2 leases"`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Reads every object of `region` without locking anything.
@@ -147,9 +285,13 @@ fn check_fits<T>(e: &EntryInfo) -> Result<()> {
 }
 
 /// Describes a mutex state; `needs_recovery` when a dead process is involved.
-pub fn describe_mutex(state: MutexState) -> (String, bool, Vec<(&'static str, Fact)>) {
+/// `last_owner` is the thread that held an owner-died mutex, when it can be read.
+pub fn describe_mutex(
+    state: MutexState,
+    last_owner: Option<u32>,
+) -> (String, bool, Vec<(&'static str, Fact)>) {
     let mut facts = vec![("state", Fact::Text(mutex_state_word(state).into()))];
-    let needs = match state {
+    let (text, needs) = match state {
         MutexState::Locked {
             owner_tid,
             owner_pid,
@@ -162,14 +304,82 @@ pub fn describe_mutex(state: MutexState) -> (String, bool, Vec<(&'static str, Fa
                 facts.push(("owner_pid", Fact::Int(pid.into())));
             }
             facts.push(("owner", Fact::Text(owner.as_str().into())));
+            let stopped = owner == Liveness::Alive && is_stopped(owner_tid);
+            facts.push(("owner_stopped", Fact::Bool(stopped)));
             facts.push(("waiters", Fact::Bool(waiters)));
             facts.push(("inconsistent", Fact::Bool(inconsistent)));
-            owner == Liveness::Dead
+            let mut text = format!("locked by {}", holder(owner_tid, owner_pid, owner));
+            if waiters {
+                text.push_str(", with waiters");
+            }
+            if inconsistent {
+                text.push_str(", being repaired after an owner died");
+            }
+            (text, owner == Liveness::Dead)
         }
-        MutexState::OwnerDied | MutexState::NotRecoverable => true,
-        MutexState::Free | MutexState::Unknown => false,
+        MutexState::OwnerDied => {
+            if let Some(tid) = last_owner {
+                facts.push(("dead_owner_tid", Fact::Int(tid.into())));
+            }
+            let who = last_owner.map_or(String::new(), |tid| format!(" (thread {tid}, dead)"));
+            (format!("owner died{who}; its next locker repairs"), true)
+        }
+        MutexState::NotRecoverable => (
+            "not recoverable: re-initialize it once no process uses it".into(),
+            true,
+        ),
+        MutexState::Free => ("free".into(), false),
+        MutexState::Unknown => ("unknown (unsupported libc layout)".into(), false),
     };
-    (state.to_string(), needs, facts)
+    (text, needs, facts)
+}
+
+/// `pid P, thread T (alive)`, with `, stopped` for a stopped live thread.
+fn holder(tid: u32, pid: Option<u32>, liveness: Liveness) -> String {
+    let stopped = if liveness == Liveness::Alive && is_stopped(tid) {
+        ", stopped"
+    } else {
+        ""
+    };
+    match pid {
+        Some(pid) => format!("pid {pid}, thread {tid} ({}{stopped})", liveness.as_str()),
+        None => format!("thread {tid} ({}{stopped})", liveness.as_str()),
+    }
+}
+
+/// Whether thread `tid` is stopped (SIGSTOP, or a debugger): `T` or `t` in the state
+/// field of `/proc/<tid>/stat`, which follows the parenthesized command name.
+fn is_stopped(tid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{tid}/stat"))
+        .ok()
+        .and_then(|t| {
+            let rest = &t[t.rfind(')')? + 1..];
+            Some(rest.trim_start().starts_with(['T', 't']))
+        })
+        .unwrap_or(false)
+}
+
+/// The thread an owner-died mutex last belonged to: glibc keeps it in `__owner` (the
+/// int at offset 8 of `pthread_mutex_t`) until the next locker takes the mutex; the
+/// kernel's owner-died marking clears only the lock word. `None` when the word holds
+/// no thread id (glibc's inconsistent/not-recoverable markers are near `i32::MAX`).
+#[cfg(target_env = "gnu")]
+fn last_owner_tid(m: &RawRobustMutex) -> Option<u32> {
+    // The pthread mutex is the last field of the 8-aligned RawRobustMutex, after its
+    // 24-byte header, with no tail padding.
+    const INNER: usize =
+        core::mem::size_of::<RawRobustMutex>() - core::mem::size_of::<libc::pthread_mutex_t>();
+    static_assertions::const_assert!(INNER >= 24 && INNER % 8 == 0);
+    let base = (m as *const RawRobustMutex).cast::<u8>();
+    // SAFETY: `INNER + 8 .. INNER + 12` lies inside the mutex (the pthread mutex is at
+    // least 24 bytes on every glibc target), 4-aligned, in mapped memory `m` borrows.
+    let tid = unsafe { crate::sync::peek_u32(base.add(INNER + 8).cast()) };
+    (tid != 0 && tid < 0x3fff_ffff).then_some(tid)
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn last_owner_tid(_: &RawRobustMutex) -> Option<u32> {
+    None
 }
 
 fn mutex_state_word(state: MutexState) -> &'static str {
@@ -258,9 +468,18 @@ fn seqlock_at<'r>(region: &'r Region, e: &EntryInfo) -> Result<&'r crate::seqloc
     unsafe { crate::seqlock::SeqLockView::attach(ptr.cast()) }
 }
 
+fn describe_mutex_at(m: &RawRobustMutex) -> (String, bool, Vec<(&'static str, Fact)>) {
+    let state = m.state();
+    let last = match state {
+        MutexState::OwnerDied => last_owner_tid(m),
+        _ => None,
+    };
+    describe_mutex(state, last)
+}
+
 fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
     let (state, needs_recovery, facts) = match e.kind {
-        Kind::Mutex => describe_mutex(mutex_at(region, &e)?.state()),
+        Kind::Mutex => describe_mutex_at(mutex_at(region, &e)?),
         Kind::Condvar => {
             let cv = region.attach_entry::<crate::Condvar>(&e)?;
             let seq = cv.sequence();
@@ -274,7 +493,10 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
             let sem = region.attach_entry::<crate::Semaphore>(&e)?;
             let (value, sleepers) = (sem.value(), sem.sleepers());
             (
-                format!("value {value}, {sleepers} sleeping"),
+                format!(
+                    "value {value}, {}",
+                    plural(sleepers.into(), "sleeper", "sleepers")
+                ),
                 false,
                 vec![
                     ("value", Fact::Int(value.into())),
@@ -300,34 +522,37 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                 })
                 .collect();
             let mut state = format!(
-                "value {} of {}, {} leases ({} permits)",
+                "value {} of {}, {} ({})",
                 sem.value(),
                 sem.capacity(),
-                leases.len(),
-                held
+                plural(leases.len() as u64, "lease", "leases"),
+                plural(held, "permit", "permits")
             );
             for l in &leases {
                 state.push_str(&format!(
-                    "; pid {} holds {} — {}",
+                    "; pid {} holds {} ({})",
                     l.identity.pid,
                     l.permits,
                     l.liveness.as_str()
                 ));
             }
-            (
-                state,
-                dead > 0,
-                vec![
-                    ("value", Fact::Int(sem.value().into())),
-                    ("capacity", Fact::Int(sem.capacity().into())),
-                    ("waiters", Fact::Int(sem.waiters().into())),
-                    ("leases", Fact::List(list)),
-                ],
-            )
+            let lock = sem.table_lock();
+            let (lock_text, lock_dead, lock_facts) = describe_mutex_at(lock);
+            if !matches!(lock.state(), MutexState::Free) {
+                state.push_str(&format!("; table lock {lock_text}"));
+            }
+            let mut facts = vec![
+                ("value", Fact::Int(sem.value().into())),
+                ("capacity", Fact::Int(sem.capacity().into())),
+                ("waiters", Fact::Int(sem.waiters().into())),
+                ("leases", Fact::List(list)),
+            ];
+            facts.push(("table_lock", Fact::Record(lock_facts)));
+            (state, dead > 0 || lock_dead, facts)
         }),
         Kind::SeqLock => {
             let st = seqlock_at(region, &e)?.state();
-            let (_, _, writer_facts) = describe_mutex(st.writer);
+            let (writer_text, _, writer_facts) = describe_mutex(st.writer, None);
             let torn = st.is_torn();
             let mut facts = vec![
                 ("sequence", Fact::Int(st.version as i64)),
@@ -339,12 +564,12 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                 other => (other, v),
             }));
             let word = if torn {
-                "torn (readers unaffected; next writer repairs)"
+                "torn (readers unaffected; the next writer repairs)"
             } else {
                 "stable"
             };
             (
-                format!("sequence {}, {word}; writer lock {}", st.version, st.writer),
+                format!("sequence {}, {word}; writer lock {writer_text}", st.version),
                 torn,
                 facts,
             )
@@ -359,96 +584,199 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
     })
 }
 
-/// Reclaims what dead processes left in `region`, returning each step taken.
+impl ObjectRecovery {
+    fn new(object: &str, kind: &'static str) -> ObjectRecovery {
+        ObjectRecovery {
+            object: object.to_owned(),
+            kind,
+            outcome: Outcome::Fine,
+            actions: Vec::new(),
+        }
+    }
+
+    /// Records a step; the object's outcome is its worst step's.
+    fn step(&mut self, outcome: Outcome, what: String) {
+        self.outcome = self.outcome.max(outcome);
+        self.actions.push(Action {
+            object: self.object.clone(),
+            what,
+            outcome,
+        });
+    }
+}
+
+/// Reclaims what dead processes left in `region`, object by object, and reports for
+/// each what it did, what is left for the application and what it could not reach.
 ///
 /// Always: a table claim held by a dead process is freed; a mutex whose dead owner the
-/// kernel never marked is marked owner-died ([`RawRobustMutex::release_dead_owner`]).
-/// With [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked and marked
-/// consistent with their data as it is.
-pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Vec<Action>> {
+/// kernel never marked is marked owner-died ([`RawRobustMutex::release_dead_owner`]);
+/// the permits of dead lease holders are reclaimed; a seqlock whose writer died is
+/// repaired. With [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked
+/// (without waiting) and marked consistent with their data as it is.
+///
+/// Never blocks past [`RecoverOptions::wait`] per object: an internal lock held by a
+/// live process (stopped, or stuck) makes that object [`Outcome::Unreachable`], named
+/// with the holder, and recovery goes on with the next. An object that cannot be read
+/// (corrupt) is reported the same way. Fails if the table itself cannot be read, and
+/// with [`crate::Error::ReadOnly`] unless it is a dry run or the region is writable.
+///
+/// ```
+/// use shmsync::inspect::{self, Outcome, RecoverOptions};
+/// use shmsync::{RawRobustMutex, Region, Segment};
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let recovery = inspect::recover(&region, RecoverOptions::default())?;
+/// assert_eq!(recovery.outcome(), Outcome::Fine);
+/// assert_eq!(recovery.objects[0].object, "lock");
+/// # Ok::<(), shmsync::Error>(())
+/// ```
+pub fn recover(region: &Region, opts: RecoverOptions) -> Result<Recovery> {
     if !opts.dry_run {
         region.check_writable("recover")?;
     }
-    let mut actions = Vec::new();
+    let mut out = Recovery::default();
     let (claim, liveness) = region.claim_holder();
     if claim != 0 && liveness == Liveness::Dead {
-        let pid = claim as u32;
+        let pid = claim as u32 & 0x3f_ffff;
+        let mut o = ObjectRecovery::new("<region>", Kind::Region.name());
         if opts.dry_run {
-            act(
-                &mut actions,
-                "<region>",
+            o.step(
+                Outcome::Recovered,
                 format!("would free the table claim of dead pid {pid}"),
             );
         } else if region.release_dead_claim()?.is_some() {
-            act(
-                &mut actions,
-                "<region>",
+            o.step(
+                Outcome::Recovered,
                 format!("freed the table claim of dead pid {pid}"),
             );
         }
+        out.objects.push(o);
     }
     for e in region.entries()? {
-        if let Err(err) = recover_object(region, &e, opts, &mut actions) {
-            act(&mut actions, &e.name, format!("could not recover: {err}"));
+        let mut o = ObjectRecovery::new(&e.name, e.kind.name());
+        if let Err(err) = recover_object(region, &e, opts, &mut o) {
+            o.step(Outcome::Unreachable, format!("could not read it: {err}"));
         }
+        out.objects.push(o);
     }
-    Ok(actions)
+    Ok(out)
+}
+
+/// `1s`, `500ms`: how a bound is named in messages.
+fn shown(d: Duration) -> String {
+    format!("{d:?}")
 }
 
 fn recover_object(
     region: &Region,
     e: &EntryInfo,
     opts: RecoverOptions,
-    actions: &mut Vec<Action>,
+    o: &mut ObjectRecovery,
 ) -> Result<()> {
     match e.kind {
-        Kind::Mutex => recover_mutex(mutex_at(region, e)?, &e.name, opts, actions),
+        Kind::Mutex => recover_mutex(mutex_at(region, e)?, opts, o),
         Kind::LeasedSemaphore => with_leased!(region, e, |sem| {
+            let dead: Vec<_> = sem
+                .leases()?
+                .into_iter()
+                .filter(|l| l.liveness == Liveness::Dead)
+                .collect();
+            // A table lock a dead process left (marked owner-died by the kernel, or not)
+            // is repaired by the reclaim's locking.
+            let lock_dead = matches!(
+                sem.table_lock().state(),
+                MutexState::OwnerDied
+                    | MutexState::Locked {
+                        owner: Liveness::Dead,
+                        ..
+                    }
+            );
+            if dead.is_empty() && !lock_dead {
+                return Ok(());
+            }
             if opts.dry_run {
-                for l in sem
-                    .leases()?
-                    .iter()
-                    .filter(|l| l.liveness == Liveness::Dead)
-                {
-                    act(
-                        actions,
-                        &e.name,
+                for l in &dead {
+                    o.step(
+                        Outcome::Recovered,
                         format!(
-                            "would reclaim {} permits of dead pid {}",
-                            l.permits, l.identity.pid
+                            "would reclaim {} of dead pid {}",
+                            plural(l.permits.into(), "permit", "permits"),
+                            l.identity.pid
                         ),
                     );
                 }
-            } else {
-                for (who, permits) in sem.reclaim_dead()?.holders {
-                    act(
-                        actions,
-                        &e.name,
-                        format!("reclaimed {permits} permits of dead pid {}", who.pid),
+                if lock_dead {
+                    o.step(
+                        Outcome::Recovered,
+                        "would repair the table lock its dead holder left".into(),
                     );
                 }
+                return Ok(());
+            }
+            match sem.reclaim_dead_deadline(Deadline::after(opts.wait)) {
+                Ok(r) => {
+                    for (who, n) in r.holders {
+                        o.step(
+                            Outcome::Recovered,
+                            format!(
+                                "reclaimed {} of dead pid {}",
+                                plural(n.into(), "permit", "permits"),
+                                who.pid
+                            ),
+                        );
+                    }
+                    if lock_dead {
+                        o.step(
+                            Outcome::Recovered,
+                            "repaired the table lock its dead holder left".into(),
+                        );
+                    }
+                }
+                Err(crate::Error::TimedOut(_)) => {
+                    let permits: u64 = dead.iter().map(|l| u64::from(l.permits)).sum();
+                    o.step(
+                        Outcome::Unreachable,
+                        format!(
+                            "could not reach the lease table within {}: its lock is {}; \
+                             {} of dead holders not reclaimed",
+                            shown(opts.wait),
+                            describe_mutex_at(sem.table_lock()).0,
+                            plural(permits, "permit", "permits")
+                        ),
+                    );
+                }
+                Err(err) => o.step(Outcome::Unreachable, format!("could not reclaim: {err}")),
             }
         }),
         Kind::SeqLock => {
             let view = seqlock_at(region, e)?;
-            if view.state().is_torn() {
-                if opts.dry_run {
-                    act(
-                        actions,
-                        &e.name,
-                        "would repair the writer left by a dead process".into(),
-                    );
-                } else {
-                    match view.recover(crate::futex::Deadline::after(std::time::Duration::from_secs(1))) {
-                            Ok(true) => act(
-                                actions,
-                                &e.name,
-                                "repaired: dropped the dead writer's unpublished copy, writer lock consistent".into(),
-                            ),
-                            Ok(false) => {}
-                            Err(err) => act(actions, &e.name, format!("could not repair: {err}")),
-                        }
-                }
+            if !view.state().is_torn() {
+                return Ok(());
+            }
+            if opts.dry_run {
+                o.step(
+                    Outcome::Recovered,
+                    "would repair the writer left by a dead process".into(),
+                );
+                return Ok(());
+            }
+            match view.recover(Deadline::after(opts.wait)) {
+                Ok(true) => o.step(
+                    Outcome::Recovered,
+                    "repaired: dropped the dead writer's unpublished copy, writer lock consistent"
+                        .into(),
+                ),
+                // Another process repaired it meanwhile.
+                Ok(false) => {}
+                Err(crate::SeqLockError::TimedOut) => o.step(
+                    Outcome::Unreachable,
+                    format!(
+                        "could not take the writer lock within {}: it is {}",
+                        shown(opts.wait),
+                        describe_mutex(view.state().writer, None).0
+                    ),
+                ),
+                Err(err) => o.step(Outcome::Unreachable, format!("could not repair: {err}")),
             }
         }
         _ => {}
@@ -456,15 +784,9 @@ fn recover_object(
     Ok(())
 }
 
-fn act(actions: &mut Vec<Action>, object: &str, what: String) {
-    actions.push(Action {
-        object: object.to_owned(),
-        what,
-    });
-}
-
-fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: &mut Vec<Action>) {
+fn recover_mutex(m: &RawRobustMutex, opts: RecoverOptions, o: &mut ObjectRecovery) {
     let mut state = m.state();
+    let mut last_owner = last_owner_tid(m);
     if let MutexState::Locked {
         owner: Liveness::Dead,
         owner_tid,
@@ -472,24 +794,29 @@ fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: 
     } = state
     {
         if opts.dry_run {
-            act(
-                actions,
-                name,
-                format!("would mark owner-died (dead tid {owner_tid} never released it)"),
+            o.step(
+                Outcome::Recovered,
+                format!("would mark owner-died (dead thread {owner_tid} never released it)"),
             );
+            state = MutexState::OwnerDied;
+            last_owner = Some(owner_tid);
         } else if let Some(tid) = m.release_dead_owner() {
-            act(
-                actions,
-                name,
-                format!("marked owner-died: dead tid {tid} never released it"),
+            o.step(
+                Outcome::Recovered,
+                format!("marked owner-died: dead thread {tid} never released it"),
             );
             state = m.state();
+            last_owner = Some(tid);
         }
     }
+    let who = last_owner.map_or(String::new(), |tid| format!(" (thread {tid})"));
     match state {
-        MutexState::OwnerDied if opts.mark_consistent && !opts.dry_run => {
-            let acquired = m.try_lock();
-            if let Ok(how) = acquired {
+        MutexState::OwnerDied if opts.mark_consistent && opts.dry_run => o.step(
+            Outcome::Recovered,
+            "would mark it consistent, accepting its data as it is".into(),
+        ),
+        MutexState::OwnerDied if opts.mark_consistent => match m.try_lock() {
+            Ok(how) => {
                 // SAFETY: this thread holds the lock (just acquired). `make_consistent`
                 // fails only with EINVAL: the mutex is then already consistent.
                 let consistent =
@@ -498,34 +825,33 @@ fn recover_mutex(m: &RawRobustMutex, name: &str, opts: RecoverOptions, actions: 
                 let r = unsafe { m.unlock() };
                 if r != 0 {
                     let err = std::io::Error::from_raw_os_error(r);
-                    act(
-                        actions,
-                        name,
-                        format!("could not unlock after repair: {err}"),
+                    o.step(
+                        Outcome::Unreachable,
+                        format!("could not unlock it after marking it consistent: {err}"),
                     );
                 } else if how == crate::Acquired::OwnerDied && consistent {
-                    act(
-                        actions,
-                        name,
-                        "marked consistent with its data as it was".into(),
+                    o.step(
+                        Outcome::Recovered,
+                        format!("marked consistent with its data as it was; owner{who} died"),
                     );
                 }
             }
-        }
-        MutexState::OwnerDied => act(
-            actions,
-            name,
-            if opts.dry_run && opts.mark_consistent {
-                "would mark consistent with its data as it is".into()
-            } else {
-                "owner died: left for the application to repair on its next lock \
-                 (--mark-consistent accepts the data as it is)"
-                    .into()
-            },
+            // A live process locked it meanwhile: the application is repairing it.
+            Err(crate::RawLockError::WouldBlock) => {}
+            Err(err) => o.step(
+                Outcome::Unreachable,
+                format!("could not lock it to mark it consistent: {err}"),
+            ),
+        },
+        MutexState::OwnerDied => o.step(
+            Outcome::NeedsApplication,
+            format!(
+                "owner{who} died: its data is left for the application, whose next lock \
+                 repairs it (--mark-consistent accepts the data as it is)"
+            ),
         ),
-        MutexState::NotRecoverable => act(
-            actions,
-            name,
+        MutexState::NotRecoverable => o.step(
+            Outcome::NeedsApplication,
             "not recoverable: re-initialize it once no process uses it \
              (RawRobustMutex::reinit)"
                 .into(),
