@@ -254,10 +254,10 @@ fn bad_kind_recover(_: &[String]) {
     word.store(PRIO_PROTECT | ERRORCHECK | PSHARED, SeqCst);
     let opts = RecoverOptions {
         mark_consistent: true,
-        dry_run: false,
+        ..RecoverOptions::default()
     };
     let actions = inspect::recover(&region, opts).unwrap();
-    let about_m: Vec<_> = actions.iter().filter(|a| a.object == "m").collect();
+    let about_m: Vec<_> = actions.actions().filter(|a| a.object == "m").collect();
     assert!(
         about_m.iter().any(|a| a.what.contains("corrupt")),
         "{actions:?}"
