@@ -600,6 +600,78 @@ impl Region {
         Region::ready(seg, None, read_only, opts)
     }
 
+    /// A region in memory the caller mapped itself — a `memmap2` mapping, its own
+    /// `mmap`, memory another library shares — initialized if it is all zero, opened
+    /// if it holds a region, exactly like [`from_segment_with`](Self::from_segment_with):
+    /// named objects, [`get_or_init`](Self::get_or_init) races between processes, and
+    /// [`inspect`](crate::inspect::inspect) / [`recover`](crate::inspect::recover) all
+    /// work on it. Dropping the region unmaps nothing. With
+    /// [`RegionOptions::read_only`] nothing is written, and the memory need only be
+    /// readable.
+    ///
+    /// ```
+    /// use shmsync::region::RegionOptions;
+    /// use shmsync::{Region, RobustMutex};
+    ///
+    /// // Any MAP_SHARED mapping will do; this one is a file shared through memmap2.
+    /// let file = tempfile_in_tmp()?;
+    /// file.set_len(1 << 16)?;
+    /// // SAFETY: nobody truncates the file while it is mapped.
+    /// let mut map = unsafe { memmap2::MmapMut::map_mut(&file)? };
+    /// // SAFETY: a page-aligned MAP_SHARED mapping of 64 KiB that outlives `region`
+    /// // and that nothing else touches while the region uses it.
+    /// let region = unsafe {
+    ///     Region::from_raw_parts(map.as_mut_ptr(), map.len(), RegionOptions::new())?
+    /// };
+    /// let hits = region.get_or_init::<RobustMutex<u64>>("hits", 0)?;
+    /// *hits.lock().expect("lock") += 1;
+    /// assert_eq!(shmsync::inspect::inspect(&region)?.objects, 1);
+    /// drop(region); // unmaps nothing: `map` is still ours
+    /// assert_ne!(map[..8], [0; 8]);
+    /// # fn tempfile_in_tmp() -> std::io::Result<std::fs::File> {
+    /// #     let path = std::env::temp_dir().join(format!("shmsync-doc-raw-{}", std::process::id()));
+    /// #     let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).open(&path)?;
+    /// #     std::fs::remove_file(&path)?;
+    /// #     Ok(f)
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Misaligned`] unless `ptr` is page-aligned (objects are placed at
+    /// offsets from the base, aligned up to a page), [`Error::InvalidArgument`] for a
+    /// null `ptr` or a `len` above `isize::MAX`, [`Error::TooSmall`] below one page (or
+    /// the table `opts` asks for), and every error of
+    /// [`from_segment_with`](Self::from_segment_with) — a region written with another
+    /// size than `len` is [`Error::Corrupt`]: every process must pass the same length.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr..ptr + len` is not one mapping, readable and (unless `opts.read_only`)
+    ///   writable, that stays mapped at this address — not unmapped, remapped,
+    ///   `mprotect`ed, or shrunk by truncating the file behind it — until the region and
+    ///   every reference borrowed from it (objects, guards, permits) are gone;
+    /// - the mapping is private (`MAP_PRIVATE`, `memmap2`'s `map_copy` or `map_anon`,
+    ///   heap or stack memory) while other processes are meant to share the region:
+    ///   each would then see its own copy;
+    /// - anything but shmsync accesses `ptr..ptr + len` while the region is in use (in
+    ///   this process or another): the whole range belongs to the region;
+    /// - the same memory is used as a region through a second mapping in this process
+    ///   while a lock in it is held (see [`RobustMutex`](crate::RobustMutex)'s limits).
+    pub unsafe fn from_raw_parts(ptr: *mut u8, len: usize, opts: RegionOptions) -> Result<Region> {
+        if (ptr as usize) % PAGE as usize != 0 {
+            return Err(Error::Misaligned {
+                addr: ptr as usize,
+                align: PAGE as usize,
+            });
+        }
+        // SAFETY: forwarded contract; read-only memory only when nothing will write.
+        let seg = unsafe { Segment::borrowed(ptr, len, opts.read_only) }?;
+        Region::from_segment_with(seg, opts)
+    }
+
     /// Gives the segment back (unmapping nothing).
     pub fn into_segment(self) -> Segment {
         self.seg
@@ -633,10 +705,13 @@ impl Region {
     #[cold]
     fn read_only_error(&self, op: &'static str) -> Error {
         Error::ReadOnly {
-            target: self
-                .location
-                .as_ref()
-                .map_or_else(|| "(anonymous region)".to_owned(), |l| l.to_string()),
+            target: self.location.as_ref().map_or_else(
+                || match self.seg.backing() {
+                    crate::segment::Backing::Borrowed => "(caller-provided mapping)".to_owned(),
+                    _ => "(anonymous region)".to_owned(),
+                },
+                |l| l.to_string(),
+            ),
             op,
         }
     }

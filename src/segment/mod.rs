@@ -131,6 +131,9 @@ pub enum Backing {
         /// Its path.
         path: std::path::PathBuf,
     },
+    /// Memory the caller mapped itself and lends to this value
+    /// ([`Segment::from_raw_parts`]): dropping the segment leaves it mapped.
+    Borrowed,
 }
 
 /// An owned shared mapping. `Send + Sync`: the mapping is plain memory that every
@@ -222,6 +225,55 @@ impl Segment {
         })
     }
 
+    /// Lends memory the caller mapped itself (with `mmap`, `memmap2`, …) as a
+    /// read-write segment, so that a [`Region`](crate::Region) and the
+    /// [`inspect`](crate::inspect) functions work on it. Dropping the segment unmaps
+    /// nothing ([`Backing::Borrowed`]); unmapping stays the caller's business.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] for a null `ptr` or a `len` of 0 or above
+    /// `isize::MAX`. Alignment is the user's concern: a region needs a page-aligned
+    /// base, which [`Region::from_raw_parts`](crate::Region::from_raw_parts) checks.
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - `ptr..ptr + len` is not one mapping, readable and writable, that stays mapped
+    ///   (not unmapped, remapped, `mprotect`ed read-only, or shrunk by truncating the
+    ///   file behind it) for as long as the returned segment or anything borrowed from
+    ///   it (a region, an object, a guard) is in use;
+    /// - the mapping is private (`MAP_PRIVATE`, a copy-on-write file mapping such as
+    ///   `memmap2`'s `map_copy`, or ordinary heap or stack memory) while other processes
+    ///   are meant to share it: each process would then lock its own copy;
+    /// - the bytes are accessed other than through shmsync's objects while they are in
+    ///   use (for a region: anything but the region, from the header to its end).
+    pub unsafe fn from_raw_parts(ptr: *mut u8, len: usize) -> Result<Segment> {
+        // SAFETY: forwarded contract.
+        unsafe { Segment::borrowed(ptr, len, false) }
+    }
+
+    /// [`from_raw_parts`](Self::from_raw_parts), read-only when `read_only` (then the
+    /// memory need only be readable, and nothing is written through the segment).
+    ///
+    /// # Safety
+    ///
+    /// Behavior is undefined if:
+    /// - the contract of [`from_raw_parts`](Self::from_raw_parts) does not hold, except
+    ///   that read-only memory is allowed when `read_only`.
+    pub(crate) unsafe fn borrowed(ptr: *mut u8, len: usize, read_only: bool) -> Result<Segment> {
+        check_len(len)?;
+        let ptr = NonNull::new(ptr).ok_or(Error::InvalidArgument(
+            "a borrowed mapping cannot be at address 0",
+        ))?;
+        Ok(Segment {
+            ptr,
+            len,
+            backing: Backing::Borrowed,
+            read_only,
+        })
+    }
+
     /// The mapping's base address in this process (it differs between processes).
     ///
     /// On a [read-only](Self::is_read_only) segment the pages are mapped `PROT_READ`:
@@ -289,6 +341,8 @@ impl Drop for Segment {
         // Errors are ignored: nothing useful can be done about a failed unmap in Drop, and
         // neither call can fail for a mapping this value owns.
         match self.backing {
+            // Not ours to unmap: the lender unmaps it after this value is gone.
+            Backing::Borrowed => {}
             // SAFETY: `ptr` is the address `shmat` returned for this value, attached once;
             // every reference into it borrows `self` (objects, guards), so none outlives
             // this call.
