@@ -129,8 +129,10 @@ impl Default for Condvar {
 }
 
 impl Condvar {
-    /// A condvar with no waiters (sequence 0), e.g. to write into memory as part of a
-    /// larger initial value, or for in-process and loom use.
+    /// A condvar with no waiters (sequence 0), e.g. to write into shared memory as a
+    /// field of a larger `#[repr(C)]` value (the contract for that is under
+    /// [`RobustMutex::new`](crate::RobustMutex::new)), or for in-process and loom use.
+    /// It holds no address: moving it is sound while nobody waits on it.
     pub fn new() -> Condvar {
         Condvar {
             seq: AtomicU32::new(0),

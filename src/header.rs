@@ -284,6 +284,25 @@ impl fmt::Debug for ObjectHeader {
     }
 }
 
+/// Builds a `T` by value with its in-place initializer: `init` runs on this frame's
+/// own uninitialized storage, which is then moved out. For the by-value constructors
+/// of objects that hold no address until first used (the moved value was never locked,
+/// waited on or posted).
+///
+/// # Safety
+///
+/// Behavior is undefined if:
+/// - `init` returns `Ok` without having fully initialized a valid `T` at its pointer;
+/// - the initialized `T` records its own address or is otherwise unsound to move.
+#[cfg(not(shmsync_loom))]
+pub(crate) unsafe fn init_by_value<T>(init: impl FnOnce(*mut T) -> Result<()>) -> Result<T> {
+    let mut slot = core::mem::MaybeUninit::<T>::uninit();
+    init(slot.as_mut_ptr())?;
+    // SAFETY: `init` returned Ok, so it initialized a whole `T` (the caller's promise),
+    // which may move (the caller's promise).
+    Ok(unsafe { slot.assume_init() })
+}
+
 /// Checks that `ptr` is non-null and aligned for `T`.
 pub(crate) fn check_placement<T>(ptr: *const T) -> Result<()> {
     let align = core::mem::align_of::<T>();

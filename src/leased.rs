@@ -472,6 +472,22 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         Ok(this)
     }
 
+    /// A leased semaphore with `capacity` permits, by value, to be moved into shared
+    /// memory as a field of a larger `#[repr(C)]` value (the contract is under
+    /// [`RobustMutex::new`](crate::RobustMutex::new)). Moving is sound until it is
+    /// first used (its table lock then links itself by address while held).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`init_at`](Self::init_at), except misplacement.
+    #[cfg(not(shmsync_loom))]
+    pub fn new(capacity: u32) -> Result<LeasedSemaphore<SLOTS>> {
+        // SAFETY: `init_at` initializes the whole object when it returns Ok, on storage
+        // no other thread or process can reach; its never-locked table lock holds no
+        // address.
+        unsafe { crate::header::init_by_value(|p| Self::init_at(p, capacity).map(drop)) }
+    }
+
     /// A model-checking constructor (loom builds only).
     #[cfg(shmsync_loom)]
     pub fn new(capacity: u32) -> LeasedSemaphore<SLOTS> {

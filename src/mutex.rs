@@ -211,6 +211,81 @@ impl<T: AnyBitPattern> RobustMutex<T> {
         Ok(unsafe { &*ptr })
     }
 
+    /// An unlocked mutex holding `value`, by value: the way to build a `#[repr(C)]`
+    /// struct of your own that embeds primitives and then write it into a mapping you
+    /// made (`memmap2`, `mmap`, …). Moving is sound until the mutex is first locked
+    /// (see [`RawRobustMutex::new`]); after that, never.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`RawRobustMutex::new`].
+    ///
+    /// # In your own struct, in your own mapping
+    ///
+    /// The contract for a type like `#[repr(C)] struct Queue { ready: AtomicU32, lock:
+    /// RobustMutex<Ring>, not_empty: Condvar, not_full: Condvar }` in a mapping you made
+    /// (`examples/own_memory.rs` is a complete program):
+    ///
+    /// - **Shared memory.** The mapping is `MAP_SHARED` (a `memmap2::MmapMut::map_mut` of
+    ///   a file, `mmap` of a `shm_open` or `memfd` descriptor). A private mapping
+    ///   (`map_copy`, `MAP_PRIVATE`, heap memory) gives each process its own copy.
+    /// - **Alignment.** The struct sits at an address aligned for it (a mapping's base
+    ///   is page-aligned; at an offset, use a multiple of `align_of::<Queue>()`).
+    /// - **Never moved, outlived.** Once one process has locked, waited or posted, the
+    ///   bytes stay where they are in every process using them, and the mapping
+    ///   outlives every reference into it: do not unmap, remap or truncate while any
+    ///   process uses the objects (a held lock is linked into the kernel's robust list by
+    ///   its address).
+    /// - **One initializer, published before use.** Exactly one process writes the
+    ///   initial value (`ptr.write(Queue { .. })`, or field by field), and no other
+    ///   process touches the bytes until it is done. Either it finishes before the others
+    ///   start or open the mapping, or it announces completion with a `Release` store of
+    ///   a flag that the others read with `Acquire` (and zero-filled memory makes the
+    ///   flag's "not yet" state). Two processes initializing at once, or one
+    ///   initializing while another uses the objects, is undefined behaviour (one may
+    ///   overwrite a mutex the other holds). A creator that dies mid-initialization
+    ///   leaves the flag unset: openers should wait with a bound and report it. To get
+    ///   crash-safe initialization and named objects from shmsync instead, run a
+    ///   [`Region`](crate::Region) over the mapping
+    ///   ([`Region::from_raw_parts`](crate::Region::from_raw_parts)).
+    /// - **`&Queue` may be shared.** After publication every process may form and use a
+    ///   `&Queue` over the mapping (all of its state is atomics or behind the lock): the
+    ///   references [`init_at`](Self::init_at) and [`attach`](Self::attach) return are
+    ///   not the only legal ones. Fields outside the primitives must be atomics,
+    ///   guarded by the lock, or never written after publication.
+    /// - **Validate what others wrote.** A process that did not initialize should
+    ///   [`attach`](Self::attach) each mutex field (`attach(addr_of!((*q).lock))`) once
+    ///   before using `&Queue`: it checks the header, the format word, the pid
+    ///   namespace and glibc's kind word, so a stale, foreign or incompatible file is an
+    ///   error rather than undefined behaviour. Condvars and semaphores accept any bits.
+    ///
+    /// ```
+    /// use shmsync::{Condvar, RobustMutex, Segment, Semaphore};
+    ///
+    /// #[repr(C)]
+    /// struct Pair { lock: RobustMutex<u64>, changed: Condvar, slots: Semaphore }
+    ///
+    /// let seg = Segment::anonymous(4096)?; // or your own MAP_SHARED mapping
+    /// let p = seg.as_ptr().cast::<Pair>();
+    /// // SAFETY: page-aligned, 4096 bytes, not yet seen by any other process, and
+    /// // outlives `pair`.
+    /// let pair = unsafe {
+    ///     p.write(Pair { lock: RobustMutex::new(7)?, changed: Condvar::new(), slots: Semaphore::new(2) });
+    ///     &*p
+    /// };
+    /// assert_eq!(*pair.lock.lock().expect("lock"), 7);
+    /// // SAFETY: initialized above; another process would call this after the handover.
+    /// unsafe { RobustMutex::attach(core::ptr::addr_of!((*p).lock))? };
+    /// # Ok::<(), shmsync::Error>(())
+    /// ```
+    #[cfg(not(shmsync_loom))]
+    pub fn new(value: T) -> Result<RobustMutex<T>> {
+        // SAFETY: `init_at` initializes the whole mutex and its value when it returns Ok,
+        // on storage no other thread or process can reach; a never-locked mutex holds no
+        // address.
+        unsafe { crate::header::init_by_value(|p| RobustMutex::init_at(p, value).map(drop)) }
+    }
+
     /// A mutex holding `value`, for loom models (loom builds only: loom's atomics cannot
     /// be placed in raw shared memory).
     #[cfg(shmsync_loom)]

@@ -270,6 +270,38 @@ impl RawRobustMutex {
         Ok(this)
     }
 
+    /// An unlocked mutex by value, to be moved into shared memory as a field of a larger
+    /// `#[repr(C)]` value (see [`RobustMutex::new`](crate::RobustMutex::new), whose
+    /// documentation gives the whole contract for embedding).
+    ///
+    /// Moving is sound only before the first lock: `pthread_mutex_init` stores no
+    /// address (glibc clears the `pthread_mutex_t` and writes its kind word; musl does
+    /// the same with its type word), and a robust mutex is linked into its holder's
+    /// robust list by address only while it is held. Once any process has locked it,
+    /// it must stay where it is.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Os`] if a pthread initialization call fails (robust process-shared
+    /// mutexes unsupported), [`Error::FormatMismatch`] if glibc wrote another kind
+    /// word than this build expects.
+    ///
+    /// ```
+    /// use shmsync::RawRobustMutex;
+    /// let m = RawRobustMutex::new()?;
+    /// let moved = Box::new(m); // never locked yet: moving is fine
+    /// assert!(moved.try_lock().is_ok());
+    /// // SAFETY: locked by this thread just above.
+    /// assert_eq!(unsafe { moved.unlock() }, 0);
+    /// # Ok::<(), shmsync::Error>(())
+    /// ```
+    #[cfg(not(shmsync_loom))]
+    pub fn new() -> Result<RawRobustMutex> {
+        // SAFETY: `init_at` initializes the whole mutex when it returns Ok, on storage no
+        // other thread or process can reach; a never-locked mutex holds no address.
+        unsafe { crate::header::init_by_value(|p| RawRobustMutex::init_at(p).map(drop)) }
+    }
+
     /// Validates the mutex another process placed at `ptr`.
     ///
     /// Fails with [`Error::Uninitialized`] on zeroed memory, [`Error::BadMagic`] /

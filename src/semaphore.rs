@@ -111,9 +111,12 @@ static_assertions::assert_eq_size!(Semaphore, [u8; 8]);
 static_assertions::const_assert_eq!(core::mem::align_of::<Semaphore>(), 4);
 
 impl Semaphore {
-    /// A semaphore holding `value` permits, for in-process use (a `static`, or memory
-    /// shared only between threads). Shared-memory users place one with
-    /// [`init_at`](Self::init_at) instead.
+    /// A semaphore holding `value` permits, by value: for a `static`, memory shared
+    /// only between threads, or a field of a larger `#[repr(C)]` value written into a
+    /// shared mapping (the contract for that is under
+    /// [`RobustMutex::new`](crate::RobustMutex::new)). Moving it is sound while no
+    /// thread or process uses it; it holds no address. To place one alone in shared
+    /// memory, use [`init_at`](Self::init_at).
     ///
     /// # Panics
     ///

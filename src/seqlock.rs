@@ -611,6 +611,22 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         Ok(this)
     }
 
+    /// A seqlock holding `value`, by value, to be moved into shared memory as a field
+    /// of a larger `#[repr(C)]` value (the contract is under
+    /// [`RobustMutex::new`](crate::RobustMutex::new)). Moving is sound until it is
+    /// first written (its writer lock then links itself by address while held).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`init_at`](Self::init_at), except misplacement.
+    #[cfg(not(shmsync_loom))]
+    pub fn new(value: T) -> Result<SeqLock<T>> {
+        // SAFETY: `init_at` initializes the whole object when it returns Ok, on storage
+        // no other thread or process can reach; its never-locked writer lock holds no
+        // address.
+        unsafe { crate::header::init_by_value(|p| Self::init_at(p, value).map(drop)) }
+    }
+
     /// A model-checking constructor (loom builds only).
     #[cfg(shmsync_loom)]
     pub fn new(value: T) -> SeqLock<T> {
