@@ -148,6 +148,11 @@ impl<T: AnyBitPattern> RobustMutex<T> {
     /// The data is written before the header is published (Release), so a process that
     /// [`attach`](Self::attach)es after that sees `value`.
     ///
+    /// Other processes share the mutex only if `ptr` is in a `MAP_SHARED` mapping they
+    /// map too. As a field of a struct of your own, build it with [`new`](Self::new)
+    /// or place it with `init_at(addr_of_mut!((*outer).field), ..)`; the contract for
+    /// both is under [`new`](Self::new).
+    ///
     /// # Errors
     ///
     /// [`Error::Misaligned`](crate::Error::Misaligned) for a null or misaligned `ptr`;
@@ -190,6 +195,10 @@ impl<T: AnyBitPattern> RobustMutex<T> {
     ///
     /// The header does not record `T`: that the bytes after it are a `T` is the
     /// caller's knowledge (a region's object table checks it by type layout id).
+    ///
+    /// The returned reference is not the only way to reach the mutex: once attach has
+    /// succeeded, a `&Outer` over a struct of your own that contains it may be used as
+    /// well (see [`new`](Self::new)).
     ///
     /// # Safety
     ///

@@ -250,7 +250,9 @@ impl RawRobustMutex {
     /// - any other thread or process accesses those bytes while `init_at` runs, or any
     ///   process still uses an earlier object there.
     ///
-    /// A null or misaligned `ptr` is reported as [`Error::Misaligned`], not UB.
+    /// A null or misaligned `ptr` is reported as [`Error::Misaligned`], not UB. To embed
+    /// the mutex in a struct of your own, see [`new`](Self::new) and the contract under
+    /// [`RobustMutex::new`](crate::RobustMutex::new).
     #[cfg(not(shmsync_loom))]
     pub unsafe fn init_at<'a>(ptr: *mut RawRobustMutex) -> Result<&'a RawRobustMutex> {
         check_placement(ptr)?;

@@ -101,6 +101,9 @@ static_assertions::assert_eq_size!(Entry, [u8; ENTRY_SIZE]);
 static_assertions::const_assert!(
     HEADER_SIZE + DEFAULT_CAPACITY as usize * ENTRY_SIZE <= PAGE as usize
 );
+// Objects are aligned up to a page from the base, so the base must be page-aligned.
+#[cfg(not(shmsync_loom))]
+static_assertions::const_assert_eq!(PAGE as usize, crate::segment::MAP_ALIGN);
 
 /// A type that can live in a [`Region`] under a name.
 ///
@@ -661,13 +664,8 @@ impl Region {
     /// - the same memory is used as a region through a second mapping in this process
     ///   while a lock in it is held (see [`RobustMutex`](crate::RobustMutex)'s limits).
     pub unsafe fn from_raw_parts(ptr: *mut u8, len: usize, opts: RegionOptions) -> Result<Region> {
-        if (ptr as usize) % PAGE as usize != 0 {
-            return Err(Error::Misaligned {
-                addr: ptr as usize,
-                align: PAGE as usize,
-            });
-        }
-        // SAFETY: forwarded contract; read-only memory only when nothing will write.
+        // SAFETY: forwarded contract (`borrowed` checks the page alignment); read-only
+        // memory only when nothing will write.
         let seg = unsafe { Segment::borrowed(ptr, len, opts.read_only) }?;
         Region::from_segment_with(seg, opts)
     }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use memmap2::{Mmap, MmapMut};
-use shmsync::region::RegionOptions;
+use shmsync::region::{Location, RegionOptions};
 use shmsync::{
     Condvar, Error, LeasedSemaphore, LockError, RawLockError, RawRobustMutex, Region, RobustMutex,
     Semaphore, SeqLock,
@@ -226,6 +226,17 @@ fn region_over_a_memmap2_mapping_is_shared_inspected_recovered_and_left_mapped()
     assert_eq!(report.size, REGION_SIZE as u64);
     assert!(report.location.is_none());
     assert!(report.needs_recovery(), "{:?}", report.reports);
+    // The file behind the mapping is a region file: `shmsync inspect PATH` opens it
+    // by path, read-only, and sees the same.
+    let by_path = Region::open_with(
+        &Location::File(path.path().to_owned()),
+        RegionOptions::new().read_only(true),
+    )
+    .unwrap();
+    let tool_report = shmsync::inspect::inspect(&by_path).unwrap();
+    assert_eq!(tool_report.objects, 2);
+    assert!(tool_report.needs_recovery(), "{:?}", tool_report.reports);
+    drop(by_path);
     let dry = shmsync::inspect::recover(
         &region,
         shmsync::inspect::RecoverOptions {
@@ -288,6 +299,9 @@ fn region_from_raw_parts_refuses_bad_placement_and_length() {
         matches!(misaligned, Err(Error::Misaligned { align: 4096, .. })),
         "{misaligned:?}"
     );
+    // SAFETY: refused (misaligned) before anything is read or written.
+    let seg = unsafe { shmsync::Segment::from_raw_parts(base.wrapping_add(8), 4096) };
+    assert!(matches!(seg, Err(Error::Misaligned { .. })), "{seg:?}");
     // SAFETY: refused (null) before anything is read or written.
     let null = unsafe { Region::from_raw_parts(std::ptr::null_mut(), 4096, opts) };
     assert!(matches!(null, Err(Error::InvalidArgument(_))), "{null:?}");

@@ -100,6 +100,9 @@ pub(crate) use any_owner_warning;
 /// How long an opener waits for a segment's creator to give it a size.
 pub const SIZING_WAIT: Duration = Duration::from_secs(2);
 
+/// The alignment of every segment's base: a page (the smallest on Linux).
+pub(crate) const MAP_ALIGN: usize = 4096;
+
 /// Default permission bits for created segments: owner read/write only.
 pub const DEFAULT_MODE: libc::mode_t = 0o600;
 
@@ -232,9 +235,9 @@ impl Segment {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] for a null `ptr` or a `len` of 0 or above
-    /// `isize::MAX`. Alignment is the user's concern: a region needs a page-aligned
-    /// base, which [`Region::from_raw_parts`](crate::Region::from_raw_parts) checks.
+    /// [`Error::Misaligned`] unless `ptr` is page-aligned (4096), as every mapping's
+    /// base is and as a [`Region`](crate::Region) needs; [`Error::InvalidArgument`] for
+    /// a null `ptr` or a `len` of 0 or above `isize::MAX`.
     ///
     /// # Safety
     ///
@@ -262,6 +265,12 @@ impl Segment {
     /// - the contract of [`from_raw_parts`](Self::from_raw_parts) does not hold, except
     ///   that read-only memory is allowed when `read_only`.
     pub(crate) unsafe fn borrowed(ptr: *mut u8, len: usize, read_only: bool) -> Result<Segment> {
+        if (ptr as usize) % MAP_ALIGN != 0 {
+            return Err(Error::Misaligned {
+                addr: ptr as usize,
+                align: MAP_ALIGN,
+            });
+        }
         check_len(len)?;
         let ptr = NonNull::new(ptr).ok_or(Error::InvalidArgument(
             "a borrowed mapping cannot be at address 0",
