@@ -475,7 +475,9 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// A leased semaphore with `capacity` permits, by value, to be moved into shared
     /// memory as a field of a larger `#[repr(C)]` value (the contract is under
     /// [`RobustMutex::new`](crate::RobustMutex::new)). Moving is sound until it is
-    /// first used (its table lock then links itself by address while held).
+    /// first used (its table lock then links itself by address while held). The value
+    /// is about `24 × SLOTS` bytes and is built on the stack: place a large table with
+    /// [`init_at`](Self::init_at) instead.
     ///
     /// # Errors
     ///
