@@ -753,6 +753,11 @@ impl Region {
 
     /// The object named `name`, of type `T`, if it exists.
     ///
+    /// The table must record `T`'s kind and [`TypeIdentity`] (for a
+    /// [`RobustMutex<V>`](crate::RobustMutex) or [`SeqLock<V>`](crate::SeqLock): `V`'s
+    /// declared name and layout, see [`SharedType`](crate::SharedType)); otherwise
+    /// [`Error::TypeMismatch`] names both types.
+    ///
     /// On a [read-only](Self::is_read_only) region this is [`Error::ReadOnly`]: the
     /// objects' methods write to the mapping.
     pub fn get<T: Shared>(&self, name: &str) -> Result<&T> {

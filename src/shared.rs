@@ -29,6 +29,39 @@
 //!
 //! The built-in value types have fixed names: the integers and floats by their Rust
 //! names (`"u64"`, `"f32"`, ...), and arrays as `[T; N]` of their element's identity.
+//! The data-less primitives ([`RawRobustMutex`](crate::RawRobustMutex),
+//! [`Condvar`](crate::Condvar), [`Semaphore`](crate::Semaphore),
+//! [`LeasedSemaphore<N>`](crate::LeasedSemaphore)) need no declaration.
+//!
+//! ```
+//! use shmsync::{Error, Region, RobustMutex, Segment};
+//!
+//! mod v1 {
+//!     #[derive(Clone, Copy, Default, bytemuck::AnyBitPattern)]
+//!     #[repr(C)]
+//!     pub struct Record { pub id: u64, pub count: u32, pub flags: u32 }
+//!     shmsync::shared_type!(Record = "myapp.Record", fields: id, count, flags);
+//! }
+//! mod v2 {
+//!     // Another program's idea of the same type, with a field more.
+//!     #[derive(Clone, Copy, Default, bytemuck::AnyBitPattern)]
+//!     #[repr(C)]
+//!     pub struct Record { pub id: u64, pub count: u32, pub flags: u32, pub extra: u64 }
+//!     shmsync::shared_type!(Record = "myapp.Record", fields: id, count, flags, extra);
+//! }
+//!
+//! let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+//! region.get_or_init::<RobustMutex<v1::Record>>("record", v1::Record::default())?;
+//! match region.get::<RobustMutex<v2::Record>>("record") {
+//!     Err(e @ Error::TypeMismatch { .. }) => {
+//!         let text = e.to_string();
+//!         assert!(text.contains("myapp.Record (size 16, align 8"), "{text}");
+//!         assert!(text.contains("myapp.Record (size 24, align 8"), "{text}");
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! # Ok::<(), shmsync::Error>(())
+//! ```
 
 use crate::error::Result;
 use crate::header::Kind;
