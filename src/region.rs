@@ -970,6 +970,8 @@ fn type_mismatch<T: Shared>(e: &EntryInfo) -> Error {
     let want = T::IDENTITY;
     let stored_name = if e.identity.name_hash == want.name_hash {
         T::value_name()
+    } else if let Some(name) = crate::shared::builtin_name(e.identity.name_hash) {
+        name.to_owned()
     } else {
         format!("a type with name hash {:#018x}", e.identity.name_hash)
     };
@@ -1097,5 +1099,49 @@ mod tests {
         for bad in ["", "abc", "sysv:", "sysv:0", "sysv:zz", "/", "file:"] {
             assert!(Location::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    fn mismatch<T: Shared>(region: &Region, name: &str) -> (String, String) {
+        match region.get::<T>(name) {
+            Err(Error::TypeMismatch {
+                stored, requested, ..
+            }) => (stored, requested),
+            Err(e) => panic!("{name}: not a type mismatch: {e}"),
+            Ok(_) => panic!("{name}: attached as another type"),
+        }
+    }
+
+    #[test]
+    fn a_type_mismatch_names_both_types() {
+        use crate::{Condvar, RobustMutex, Semaphore};
+        let region = Region::from_segment(Segment::anonymous(1 << 16).unwrap()).unwrap();
+        region.get_or_init::<RobustMutex<u64>>("m", 1).unwrap();
+        region.get_or_init::<Condvar>("cv", ()).unwrap();
+
+        let (stored, requested) = mismatch::<RobustMutex<u32>>(&region, "m");
+        assert!(
+            stored.starts_with("u64 (size 8, align 8, type hash 0x"),
+            "{stored}"
+        );
+        assert!(stored.ends_with("in a mutex of 72 bytes"), "{stored}");
+        assert!(
+            requested.starts_with("u32 (size 4, align 4, "),
+            "{requested}"
+        );
+        let (stored, requested) = mismatch::<Condvar>(&region, "m");
+        assert!(stored.starts_with("u64 "), "{stored}");
+        assert!(
+            requested.starts_with("shmsync.Condvar (size 8, align 4"),
+            "{requested}"
+        );
+        assert!(
+            requested.ends_with("in a condvar of 8 bytes"),
+            "{requested}"
+        );
+        let (stored, requested) = mismatch::<Semaphore>(&region, "cv");
+        assert!(stored.starts_with("shmsync.Condvar "), "{stored}");
+        assert!(requested.starts_with("shmsync.Semaphore "), "{requested}");
+        // The right type still attaches.
+        assert!(region.get::<RobustMutex<u64>>("m").is_ok());
     }
 }

@@ -275,6 +275,34 @@ macro_rules! builtin_shared_types {
 
 builtin_shared_types!(u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64);
 
+/// The declared name of a built-in type (a primitive of this crate or a number) with
+/// this name hash, to name what a table records when it is not the type asked for.
+pub(crate) fn builtin_name(name_hash: u64) -> Option<&'static str> {
+    const NAMES: [&str; 18] = [
+        "shmsync.RawRobustMutex",
+        "shmsync.Condvar",
+        "shmsync.Semaphore",
+        "shmsync.LeasedSemaphore",
+        "u8",
+        "u16",
+        "u32",
+        "u64",
+        "u128",
+        "usize",
+        "i8",
+        "i16",
+        "i32",
+        "i64",
+        "i128",
+        "isize",
+        "f32",
+        "f64",
+    ];
+    NAMES
+        .into_iter()
+        .find(|n| fnv_bytes(FNV_OFFSET, n.as_bytes()) == name_hash)
+}
+
 impl<T: SharedType, const N: usize> SharedType for [T; N]
 where
     [T; N]: bytemuck::AnyBitPattern,
@@ -396,6 +424,17 @@ mod tests {
         assert_ne!(<[u32; 2]>::IDENTITY, <[i32; 2]>::IDENTITY);
         assert_ne!(<[Record; 2]>::IDENTITY, <[Reordered; 2]>::IDENTITY);
         assert_eq!(<[u64; 2]>::IDENTITY.size, 16);
+        assert_eq!(builtin_name(u64::IDENTITY.name_hash), Some("u64"));
+        assert_eq!(builtin_name(Record::IDENTITY.name_hash), None);
+        use crate::{Condvar, LeasedSemaphore, RawRobustMutex, Semaphore};
+        for id in [
+            RawRobustMutex::IDENTITY,
+            Condvar::IDENTITY,
+            Semaphore::IDENTITY,
+            LeasedSemaphore::<8>::IDENTITY,
+        ] {
+            assert!(builtin_name(id.name_hash).is_some());
+        }
         assert_ne!(
             u64::IDENTITY.within("shmsync.RobustMutex").hash,
             u64::IDENTITY.within("shmsync.SeqLock").hash

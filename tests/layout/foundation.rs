@@ -72,6 +72,10 @@ fn region_header_and_table_bytes() {
     // size, value align), name length, pad, name.
     let e = &b[128..128 + 96];
     let id = <RawRobustMutex as Shared>::IDENTITY;
+    // The identity is part of the format: FNV-1a of the declared name
+    // "shmsync.RawRobustMutex", then of that hash, size 64, align 8 and no field offsets.
+    assert_eq!(id.name_hash, 0x0b0d_fbc2_5ad3_3936);
+    assert_eq!(id.hash, 0x7318_4268_8eda_01be);
     assert_eq!(u32_at(e, 0), Kind::Mutex as u32);
     assert_eq!(u32_at(e, 4), 8);
     assert_eq!(u64_at(e, 8), data_start);
