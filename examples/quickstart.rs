@@ -40,6 +40,7 @@ struct Record {
     repairs: u64,
     stop: u64,
 }
+shmsync::shared_type!(Record = "quickstart.Record", fields: a, b, in_transfer, ops, repairs, stop);
 
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
@@ -49,6 +50,7 @@ struct Feed {
     b: i64,
     check: u64,
 }
+shmsync::shared_type!(Feed = "quickstart.Feed", fields: ops, a, b, check);
 
 impl Feed {
     fn of(r: &Record) -> Feed {

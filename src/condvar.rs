@@ -374,3 +374,27 @@ impl fmt::Debug for Condvar {
             .finish_non_exhaustive()
     }
 }
+
+// SAFETY: a condvar is one sequence word (plus a sleeper count) for which every bit
+// pattern is valid; `init_at` writes it whole; no pointers.
+#[cfg(not(shmsync_loom))]
+unsafe impl crate::Shared for Condvar {
+    const KIND: crate::Kind = crate::Kind::Condvar;
+    const IDENTITY: crate::TypeIdentity =
+        crate::TypeIdentity::declared::<Self>("shmsync.Condvar", &[]);
+    type Init = ();
+
+    fn value_name() -> String {
+        "shmsync.Condvar".to_owned()
+    }
+
+    unsafe fn init_at<'a>(ptr: *mut Self, _init: ()) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { Condvar::init_at(ptr) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { Condvar::attach(ptr) }
+    }
+}

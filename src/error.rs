@@ -89,14 +89,16 @@ pub enum Error {
     Full(&'static str),
     /// A named thing does not exist.
     NotFound(String),
-    /// A named object exists with another type than the one asked for.
+    /// A named object exists with another type than the one asked for: another kind, or
+    /// a value type with another declared name or layout (see [`crate::SharedType`]).
     TypeMismatch {
         /// The object's name.
         name: String,
-        /// The type asked for.
-        expected: &'static str,
-        /// What the table records.
-        found: String,
+        /// What the region's table records: the value type's name (when it is the one
+        /// asked for), size, alignment and identity hash, and the object's kind and size.
+        stored: String,
+        /// The same for the type asked for.
+        requested: String,
     },
     /// The segment belongs to another user; opening it was not asked for explicitly
     /// (the any-owner option: `Segment::*_open_any_owner`, `RegionOptions::any_owner`).
@@ -223,11 +225,14 @@ impl fmt::Display for Error {
             Error::NotFound(what) => write!(f, "not found: {what}"),
             Error::TypeMismatch {
                 name,
-                expected,
-                found,
-            } => {
-                write!(f, "object {name:?} is a {found}, not a {expected}")
-            }
+                stored,
+                requested,
+            } => write!(
+                f,
+                "object {name:?} holds {stored}, but {requested} was asked for: the programs \
+                 sharing it disagree on the type (its declared name, or its layout: size, \
+                 alignment, field offsets)"
+            ),
             Error::ForeignOwner { target, owner_uid } => write!(
                 f,
                 "{target:?} is owned by uid {owner_uid}, not by this process's effective \

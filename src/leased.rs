@@ -964,3 +964,29 @@ impl<const SLOTS: usize> fmt::Debug for Permit<'_, SLOTS> {
             .finish_non_exhaustive()
     }
 }
+
+// SAFETY: `init_at` places the header (Kind::LeasedSemaphore), its robust table lock and
+// an empty table; `attach` validates header, slot count and lock; no pointers.
+#[cfg(not(shmsync_loom))]
+unsafe impl<const SLOTS: usize> crate::Shared for LeasedSemaphore<SLOTS> {
+    const KIND: crate::Kind = crate::Kind::LeasedSemaphore;
+    /// The size covers the slot count.
+    const IDENTITY: crate::TypeIdentity =
+        crate::TypeIdentity::declared::<Self>("shmsync.LeasedSemaphore", &[]);
+    /// The number of permits.
+    type Init = u32;
+
+    fn value_name() -> String {
+        format!("shmsync.LeasedSemaphore<{SLOTS}>")
+    }
+
+    unsafe fn init_at<'a>(ptr: *mut Self, capacity: u32) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { LeasedSemaphore::init_at(ptr, capacity) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { LeasedSemaphore::attach(ptr) }
+    }
+}

@@ -34,6 +34,8 @@
 //! #[derive(Clone, Copy, Default, bytemuck::AnyBitPattern)]
 //! #[repr(C)]
 //! struct Counter { value: u64, writing: u64 }
+//! // The name other programs sharing the object declare for their mirror of Counter.
+//! shmsync::shared_type!(Counter = "example.Counter", fields: value, writing);
 //!
 //! // An anonymous shared mapping is inherited by fork children; named backings
 //! // (Segment::posix_create, Region::open_or_create, ...) work between unrelated processes.
@@ -102,6 +104,8 @@ pub mod region;
 pub mod segment;
 pub mod semaphore;
 pub mod seqlock;
+#[cfg(not(shmsync_loom))]
+pub mod shared;
 pub mod spin;
 pub(crate) mod sync;
 
@@ -114,7 +118,9 @@ pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]
-pub use region::{Location, Region, Shared};
+pub use region::{Location, Region};
 pub use segment::Segment;
 pub use semaphore::{SemError, Semaphore};
 pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};
+#[cfg(not(shmsync_loom))]
+pub use shared::{Shared, SharedType, TypeIdentity};

@@ -669,3 +669,27 @@ impl<T: AnyBitPattern> fmt::Display for LockError<'_, T> {
 }
 
 impl<T: AnyBitPattern> std::error::Error for LockError<'_, T> {}
+
+// SAFETY: `RobustMutex::init_at` places a full mutex (Kind::Mutex header first) and its
+// value; `attach` validates header, format and pid namespace; T is AnyBitPattern (no
+// pointers owed, any bytes valid).
+#[cfg(not(shmsync_loom))]
+unsafe impl<T: crate::SharedType + Send> crate::Shared for RobustMutex<T> {
+    const KIND: crate::Kind = crate::Kind::Mutex;
+    const IDENTITY: crate::TypeIdentity = T::IDENTITY.within("shmsync.RobustMutex");
+    type Init = T;
+
+    fn value_name() -> String {
+        T::display_name()
+    }
+
+    unsafe fn init_at<'a>(ptr: *mut Self, init: T) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { RobustMutex::init_at(ptr, init) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { RobustMutex::attach(ptr) }
+    }
+}

@@ -1079,3 +1079,27 @@ mod tests {
 
     use core::time::Duration;
 }
+
+// SAFETY: `init_at` places a full RawRobustMutex with a Kind::Mutex header; `attach`
+// validates header, format and pid namespace; the type holds no pointers.
+#[cfg(not(shmsync_loom))]
+unsafe impl crate::Shared for RawRobustMutex {
+    const KIND: crate::Kind = crate::Kind::Mutex;
+    const IDENTITY: crate::TypeIdentity =
+        crate::TypeIdentity::declared::<Self>("shmsync.RawRobustMutex", &[]);
+    type Init = ();
+
+    fn value_name() -> String {
+        "shmsync.RawRobustMutex".to_owned()
+    }
+
+    unsafe fn init_at<'a>(ptr: *mut Self, _init: ()) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { RawRobustMutex::init_at(ptr) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { RawRobustMutex::attach(ptr) }
+    }
+}

@@ -6,7 +6,8 @@
 //! ```text
 //! 0      RegionHeader (128 bytes): ObjectHeader(Kind::Region), claim word, size,
 //!        capacity, count, next_free, data_start, creator identity
-//! 128    capacity × Entry (80 bytes each): kind, align, offset, size, type hash, name
+//! 128    capacity × Entry (96 bytes each): kind, align, offset, size, type identity
+//!        (hash, name hash, value size, value align), name
 //! data_start (page aligned)   objects, bump-allocated, each aligned for its type
 //! ```
 //!
@@ -44,16 +45,17 @@ use crate::futex::Deadline;
 use crate::header::{Kind, ObjectHeader, STATE_READY};
 use crate::process::{self, Liveness, ProcessIdentity};
 use crate::segment::{OpenSpec, OwnerCheck, Segment};
+use crate::shared::{Shared, TypeIdentity};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Bytes of the region header.
 const HEADER_SIZE: usize = 128;
 /// Bytes of one table entry.
-const ENTRY_SIZE: usize = 80;
+const ENTRY_SIZE: usize = 96;
 /// Longest object name, in bytes (UTF-8).
 pub const MAX_NAME_LEN: usize = 40;
 /// Table capacity used by [`Region::create`] (fills the first page).
-pub const DEFAULT_CAPACITY: u32 = 49;
+pub const DEFAULT_CAPACITY: u32 = 41;
 /// Largest table capacity accepted from a caller or from a segment.
 pub const MAX_CAPACITY: u32 = 4096;
 /// Data starts on a page boundary.
@@ -87,7 +89,11 @@ struct Entry {
     align: AtomicU32,
     offset: AtomicU64,
     size: AtomicU64,
+    /// [`TypeIdentity`] of the object's type, field by field.
     type_hash: AtomicU64,
+    type_name_hash: AtomicU64,
+    value_size: AtomicU32,
+    value_align: AtomicU32,
     name_len: AtomicU32,
     _pad: AtomicU32,
     name: [AtomicU64; MAX_NAME_LEN / 8],
@@ -104,162 +110,6 @@ static_assertions::const_assert!(
 // Objects are aligned up to a page from the base, so the base must be page-aligned.
 #[cfg(not(shmsync_loom))]
 static_assertions::const_assert_eq!(PAGE as usize, crate::segment::MAP_ALIGN);
-
-/// A type that can live in a [`Region`] under a name.
-///
-/// # Safety
-///
-/// Behavior is undefined if an implementation:
-/// - has a `KIND` other than the kind of header (if any) `init_at` writes;
-/// - has an `init_at` that does not fully initialize a valid `Self` at `ptr`, or an
-///   `attach` that returns a reference without validating what it can of the bytes
-///   (a type for which every bit pattern is valid needs no validation);
-/// - is not safe to share between processes (no pointers, no process-local state).
-pub unsafe trait Shared: Sync + Sized {
-    /// The kind recorded in the table.
-    const KIND: Kind;
-    /// What `init_at` needs (the initial value).
-    type Init;
-
-    /// Initializes a `Self` in place.
-    ///
-    /// # Safety
-    ///
-    /// Behavior is undefined if:
-    /// - `ptr` is not valid for writes of `size_of::<Self>()` bytes, aligned, for `'a`;
-    /// - any other thread or process accesses the bytes during the call.
-    unsafe fn init_at<'a>(ptr: *mut Self, init: Self::Init) -> Result<&'a Self>;
-
-    /// Validates and borrows a `Self` another process initialized.
-    ///
-    /// # Safety
-    ///
-    /// Behavior is undefined if:
-    /// - `ptr` is not valid for reads and writes of `size_of::<Self>()` bytes, aligned,
-    ///   for `'a`;
-    /// - the object is being initialized concurrently.
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self>;
-}
-
-// SAFETY: `init_at` places a full RawRobustMutex with a Kind::Mutex header; `attach`
-// validates header, format and pid namespace; the type holds no pointers.
-unsafe impl Shared for crate::RawRobustMutex {
-    const KIND: Kind = Kind::Mutex;
-    type Init = ();
-
-    unsafe fn init_at<'a>(ptr: *mut Self, _init: ()) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::RawRobustMutex::init_at(ptr) }
-    }
-
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::RawRobustMutex::attach(ptr) }
-    }
-}
-
-// SAFETY: `RobustMutex::init_at` places a full mutex (Kind::Mutex header first) and its
-// value; `attach` validates header, format and pid namespace; T is AnyBitPattern (no
-// pointers owed, any bytes valid).
-unsafe impl<T: bytemuck::AnyBitPattern + Send> Shared for crate::RobustMutex<T> {
-    const KIND: Kind = Kind::Mutex;
-    type Init = T;
-
-    unsafe fn init_at<'a>(ptr: *mut Self, init: T) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::RobustMutex::init_at(ptr, init) }
-    }
-
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::RobustMutex::attach(ptr) }
-    }
-}
-
-// SAFETY: a condvar is one sequence word (plus a sleeper count) for which every bit
-// pattern is valid; `init_at` writes it whole; no pointers.
-unsafe impl Shared for crate::Condvar {
-    const KIND: Kind = Kind::Condvar;
-    type Init = ();
-
-    unsafe fn init_at<'a>(ptr: *mut Self, _init: ()) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::Condvar::init_at(ptr) }
-    }
-
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::Condvar::attach(ptr) }
-    }
-}
-
-// SAFETY: a semaphore is two u32 words for which every bit pattern is valid; `init_at`
-// writes both; no pointers.
-unsafe impl Shared for crate::Semaphore {
-    const KIND: Kind = Kind::Semaphore;
-    type Init = u32;
-
-    unsafe fn init_at<'a>(ptr: *mut Self, value: u32) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::Semaphore::init_at(ptr, value) }
-    }
-
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::Semaphore::attach(ptr) }
-    }
-}
-
-// SAFETY: `init_at` places the header (Kind::LeasedSemaphore), its robust table lock and
-// an empty table; `attach` validates header, slot count and lock; no pointers.
-unsafe impl<const SLOTS: usize> Shared for crate::LeasedSemaphore<SLOTS> {
-    const KIND: Kind = Kind::LeasedSemaphore;
-    /// The number of permits.
-    type Init = u32;
-
-    unsafe fn init_at<'a>(ptr: *mut Self, capacity: u32) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::LeasedSemaphore::init_at(ptr, capacity) }
-    }
-
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::LeasedSemaphore::attach(ptr) }
-    }
-}
-
-// SAFETY: `init_at` places the header (Kind::SeqLock), counter, writer lock and both
-// copies; `attach` validates header, payload size and writer lock; T is AnyBitPattern.
-unsafe impl<T: bytemuck::AnyBitPattern + bytemuck::NoUninit + Send> Shared for crate::SeqLock<T> {
-    const KIND: Kind = Kind::SeqLock;
-    type Init = T;
-
-    unsafe fn init_at<'a>(ptr: *mut Self, value: T) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::SeqLock::init_at(ptr, value) }
-    }
-
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
-        // SAFETY: forwarded contract.
-        unsafe { crate::SeqLock::attach(ptr) }
-    }
-}
-
-/// A stable hash of a type's name, size and alignment (FNV-1a), recorded in the table
-/// so `get::<WrongType>` is an error. Type names come from `core::any::type_name`, which
-/// is the same for the same crate versions and compiler; processes built from different
-/// versions of a type's crate see a mismatch, which is the safe answer.
-pub fn type_hash<T>() -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let name = core::any::type_name::<T>().as_bytes();
-    let size = (core::mem::size_of::<T>() as u64).to_le_bytes();
-    let align = (core::mem::align_of::<T>() as u64).to_le_bytes();
-    for &b in name.iter().chain(&size).chain(&align) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
 
 /// Where a region lives, parsed from the names the `shmsync` tool accepts:
 /// `/name` (POSIX shared memory: one leading slash, no other), `sysv:KEY` (decimal or
@@ -368,8 +218,8 @@ pub struct EntryInfo {
     pub size: u64,
     /// Alignment in bytes.
     pub align: u32,
-    /// [`type_hash`] of its Rust type.
-    pub type_hash: u64,
+    /// The identity of its type (see [`Shared::IDENTITY`]).
+    pub identity: TypeIdentity,
 }
 
 /// A mapped region: a [`Segment`] whose first page holds a header and a table of named
@@ -965,11 +815,21 @@ impl Region {
             offset,
             size,
             align,
-            type_hash: e.type_hash.load(Ordering::Relaxed),
+            identity: TypeIdentity {
+                hash: e.type_hash.load(Ordering::Relaxed),
+                name_hash: e.type_name_hash.load(Ordering::Relaxed),
+                size: e.value_size.load(Ordering::Relaxed),
+                align: e.value_align.load(Ordering::Relaxed),
+            },
         })
     }
 
     /// The object named `name`, of type `T`, if it exists.
+    ///
+    /// The table must record `T`'s kind and [`TypeIdentity`] (for a
+    /// [`RobustMutex<V>`](crate::RobustMutex) or [`SeqLock<V>`](crate::SeqLock): `V`'s
+    /// declared name and layout, see [`SharedType`](crate::SharedType)); otherwise
+    /// [`Error::TypeMismatch`] names both types.
     ///
     /// On a [read-only](Self::is_read_only) region this is [`Error::ReadOnly`]: the
     /// objects' methods write to the mapping.
@@ -1057,7 +917,11 @@ impl Region {
         e.align.store(align as u32, Ordering::Relaxed);
         e.offset.store(offset, Ordering::Relaxed);
         e.size.store(size, Ordering::Relaxed);
-        e.type_hash.store(type_hash::<T>(), Ordering::Relaxed);
+        e.type_hash.store(T::IDENTITY.hash, Ordering::Relaxed);
+        e.type_name_hash
+            .store(T::IDENTITY.name_hash, Ordering::Relaxed);
+        e.value_size.store(T::IDENTITY.size, Ordering::Relaxed);
+        e.value_align.store(T::IDENTITY.align, Ordering::Relaxed);
         e.name_len.store(name.len() as u32, Ordering::Relaxed);
         for (word, chunk) in e.name.iter().zip(name_words.chunks_exact(8)) {
             let mut b = [0u8; 8];
@@ -1085,20 +949,12 @@ impl Region {
     /// read-only region, whose mapping is `PROT_READ`: callers (the tool's read-only
     /// inspection) call only methods that read.
     pub(crate) fn attach_entry<T: Shared>(&self, e: &EntryInfo) -> Result<&T> {
-        let expected = core::any::type_name::<T>();
         if e.kind != T::KIND
-            || e.type_hash != type_hash::<T>()
+            || e.identity != T::IDENTITY
             || e.size != core::mem::size_of::<T>() as u64
             || e.align != core::mem::align_of::<T>() as u32
         {
-            return Err(Error::TypeMismatch {
-                name: e.name.clone(),
-                expected,
-                found: format!(
-                    "{} of {} bytes (type hash {:#x})",
-                    e.kind, e.size, e.type_hash
-                ),
-            });
+            return Err(type_mismatch::<T>(e));
         }
         // SAFETY: `entries()` validated that `offset..offset+size` lies inside the
         // mapping, past the table, aligned for T (align matches T's, checked above), and
@@ -1176,6 +1032,37 @@ impl Region {
     /// Whether the region header is READY (for `inspect`).
     pub fn is_ready(&self) -> bool {
         self.header().object.state() == STATE_READY
+    }
+}
+
+/// The error for an entry whose type is not `T`, naming both sides: the value type's
+/// name (the stored name is known only when its hash equals `T`'s), size, alignment and
+/// identity hash, and the kind and size of the object.
+#[cold]
+fn type_mismatch<T: Shared>(e: &EntryInfo) -> Error {
+    let want = T::IDENTITY;
+    let stored_name = if e.identity.name_hash == want.name_hash {
+        T::value_name()
+    } else if let Some(name) = crate::shared::builtin_name(e.identity.name_hash) {
+        name.to_owned()
+    } else {
+        format!("a type with name hash {:#018x}", e.identity.name_hash)
+    };
+    let describe = |name: &str, kind: Kind, id: &TypeIdentity, object_size: u64| {
+        format!(
+            "{name} (size {}, align {}, type hash {:#018x}) in a {kind} of {object_size} bytes",
+            id.size, id.align, id.hash
+        )
+    };
+    Error::TypeMismatch {
+        name: e.name.clone(),
+        stored: describe(&stored_name, e.kind, &e.identity, e.size),
+        requested: describe(
+            &T::value_name(),
+            T::KIND,
+            &want,
+            core::mem::size_of::<T>() as u64,
+        ),
     }
 }
 
@@ -1287,9 +1174,47 @@ mod tests {
         }
     }
 
+    fn mismatch<T: Shared>(region: &Region, name: &str) -> (String, String) {
+        match region.get::<T>(name) {
+            Err(Error::TypeMismatch {
+                stored, requested, ..
+            }) => (stored, requested),
+            Err(e) => panic!("{name}: not a type mismatch: {e}"),
+            Ok(_) => panic!("{name}: attached as another type"),
+        }
+    }
+
     #[test]
-    fn type_hash_distinguishes_types() {
-        assert_ne!(type_hash::<u32>(), type_hash::<i32>());
-        assert_eq!(type_hash::<u64>(), type_hash::<u64>());
+    fn a_type_mismatch_names_both_types() {
+        use crate::{Condvar, RobustMutex, Semaphore};
+        let region = Region::from_segment(Segment::anonymous(1 << 16).unwrap()).unwrap();
+        region.get_or_init::<RobustMutex<u64>>("m", 1).unwrap();
+        region.get_or_init::<Condvar>("cv", ()).unwrap();
+
+        let (stored, requested) = mismatch::<RobustMutex<u32>>(&region, "m");
+        assert!(
+            stored.starts_with("u64 (size 8, align 8, type hash 0x"),
+            "{stored}"
+        );
+        assert!(stored.ends_with("in a mutex of 72 bytes"), "{stored}");
+        assert!(
+            requested.starts_with("u32 (size 4, align 4, "),
+            "{requested}"
+        );
+        let (stored, requested) = mismatch::<Condvar>(&region, "m");
+        assert!(stored.starts_with("u64 "), "{stored}");
+        assert!(
+            requested.starts_with("shmsync.Condvar (size 8, align 4"),
+            "{requested}"
+        );
+        assert!(
+            requested.ends_with("in a condvar of 8 bytes"),
+            "{requested}"
+        );
+        let (stored, requested) = mismatch::<Semaphore>(&region, "cv");
+        assert!(stored.starts_with("shmsync.Condvar "), "{stored}");
+        assert!(requested.starts_with("shmsync.Semaphore "), "{requested}");
+        // The right type still attaches.
+        assert!(region.get::<RobustMutex<u64>>("m").is_ok());
     }
 }

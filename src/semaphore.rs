@@ -399,3 +399,27 @@ impl fmt::Debug for Semaphore {
 }
 
 pub use crate::spin::{PROBE_EVERY, SPIN_LIMIT, SPIN_MIN};
+
+// SAFETY: a semaphore is two u32 words for which every bit pattern is valid; `init_at`
+// writes both; no pointers.
+#[cfg(not(shmsync_loom))]
+unsafe impl crate::Shared for Semaphore {
+    const KIND: crate::Kind = crate::Kind::Semaphore;
+    const IDENTITY: crate::TypeIdentity =
+        crate::TypeIdentity::declared::<Self>("shmsync.Semaphore", &[]);
+    type Init = u32;
+
+    fn value_name() -> String {
+        "shmsync.Semaphore".to_owned()
+    }
+
+    unsafe fn init_at<'a>(ptr: *mut Self, value: u32) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { Semaphore::init_at(ptr, value) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { Semaphore::attach(ptr) }
+    }
+}

@@ -938,3 +938,26 @@ impl SeqLockView {
         Ok(torn || owner_died)
     }
 }
+
+// SAFETY: `init_at` places the header (Kind::SeqLock), counter, writer lock and both
+// copies; `attach` validates header, payload size and writer lock; T is AnyBitPattern.
+#[cfg(not(shmsync_loom))]
+unsafe impl<T: crate::SharedType + bytemuck::NoUninit + Send> crate::Shared for SeqLock<T> {
+    const KIND: crate::Kind = crate::Kind::SeqLock;
+    const IDENTITY: crate::TypeIdentity = T::IDENTITY.within("shmsync.SeqLock");
+    type Init = T;
+
+    fn value_name() -> String {
+        T::display_name()
+    }
+
+    unsafe fn init_at<'a>(ptr: *mut Self, value: T) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { SeqLock::init_at(ptr, value) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> crate::Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { SeqLock::attach(ptr) }
+    }
+}

@@ -530,6 +530,7 @@ struct Pair {
     owner_died: u64,
     repairs: u64,
 }
+shmsync::shared_type!(Pair = "chaos.Pair", fields: a, b, owner_died, repairs);
 
 impl Pair {
     /// The repair after OwnerDied; `Err` if the dead owner left an impossible state.
@@ -732,6 +733,7 @@ struct Queue {
     owner_died: u64,
     rollbacks: u64,
 }
+shmsync::shared_type!(Queue = "chaos.Queue");
 
 impl Queue {
     fn len(&self) -> u64 {
@@ -1514,6 +1516,7 @@ struct Rec {
     writer: u64,
     check: u64,
 }
+shmsync::shared_type!(Rec = "chaos.Rec", fields: version, words, writer, check);
 
 impl Rec {
     fn sum(&self) -> u64 {
@@ -1545,6 +1548,7 @@ struct ReadStats {
     reads: u64,
     max_version: u64,
 }
+shmsync::shared_type!(ReadStats = "chaos.ReadStats", fields: reads, max_version);
 
 fn add_stats(m: &RobustMutex<ReadStats>, reads: u64, version: u64) {
     let mut g = match m.lock_timeout(CHILD_BOUND) {

@@ -6,8 +6,7 @@ mod common;
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 
 use serde_json::Value;
 use shmsync::region::{Location, RegionOptions};
@@ -118,31 +117,11 @@ impl Run {
 /// Runs the tool (as `user`, if given), failing the test if it runs past the watchdog.
 fn tool_as(user: Option<common::TestUser>, args: &[&str]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shmsync"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     if let Some(u) = user {
         cmd.uid(u.uid).gid(u.gid);
     }
-    let child = cmd.spawn().expect("run shmsync");
-    let pid = child.id() as i32;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(common::WATCHDOG) {
-        Ok(out) => out.expect("wait for shmsync"),
-        Err(_) => {
-            // SAFETY: signalling the tool we started; it is not reaped until the thread
-            // above returns, so the pid is still ours.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!(
-                "watchdog: shmsync {args:?} still running after {:?}",
-                common::WATCHDOG
-            );
-        }
-    };
+    let out = common::Program::start(cmd, &format!("shmsync {args:?}")).finish(common::WATCHDOG);
     Run {
         code: out.status.code().unwrap_or(-1),
         out: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -284,6 +284,51 @@ impl Drop for Child {
     }
 }
 
+/// Another program (not this test binary), started with its stdout and stderr captured
+/// and `PR_SET_PDEATHSIG(SIGKILL)`: it never outlives the test.
+pub struct Program {
+    pid: i32,
+    what: String,
+    output: mpsc::Receiver<std::io::Result<std::process::Output>>,
+}
+
+impl Program {
+    /// Starts `cmd`; `what` names it in failures.
+    pub fn start(mut cmd: Command, what: &str) -> Program {
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: the closure only calls prctl, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(set_pdeathsig);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let pid = child.id() as i32;
+        let (tx, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        Program {
+            pid,
+            what: what.to_owned(),
+            output,
+        }
+    }
+
+    /// Its exit status and output; after `timeout` kills it and fails the test.
+    pub fn finish(self, timeout: Duration) -> std::process::Output {
+        match self.output.recv_timeout(timeout) {
+            Ok(out) => out.unwrap_or_else(|e| panic!("wait for {}: {e}", self.what)),
+            Err(_) => {
+                // SAFETY: signalling the program we started; it is not reaped until the
+                // thread above returns, which it has not (nothing was received).
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                panic!("watchdog: {} still running after {timeout:?}", self.what);
+            }
+        }
+    }
+}
+
 /// Polls `cond` every millisecond; fails the test with `what` if it is not true within
 /// `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {

@@ -6,7 +6,7 @@ use std::mem::{align_of, size_of};
 
 use shmsync::header::{ObjectHeader, FORMAT, FORMAT_VERSION, MAGIC, STATE_READY};
 use shmsync::region::{data_start_for, RegionOptions, DEFAULT_CAPACITY, MAX_NAME_LEN};
-use shmsync::{Kind, ProcessIdentity, RawRobustMutex, Region, Segment};
+use shmsync::{Kind, ProcessIdentity, RawRobustMutex, Region, Segment, Shared};
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
@@ -30,9 +30,9 @@ fn header_and_identity_sizes() {
     assert_eq!(MAGIC.to_le_bytes(), *b"SHMS");
     assert_eq!(FORMAT & 0xff, FORMAT_VERSION);
     if cfg!(all(target_arch = "x86_64", target_env = "gnu")) {
-        // version 1, x86_64 (1), 8-byte pointers, glibc (1), 40-byte pthread_mutex_t,
+        // version 2, x86_64 (1), 8-byte pointers, glibc (1), 40-byte pthread_mutex_t,
         // little endian (1).
-        assert_eq!(FORMAT, 0x0001_0028_0108_0101);
+        assert_eq!(FORMAT, 0x0001_0028_0108_0102);
     }
 }
 
@@ -68,32 +68,42 @@ fn region_header_and_table_bytes() {
         b[88..128].iter().all(|&x| x == 0),
         "reserved bytes are zero"
     );
-    // Entry 0 at 128: kind, align, offset, size, type hash, name length, pad, name.
-    let e = &b[128..128 + 80];
+    // Entry 0 at 128: kind, align, offset, size, type identity (hash, name hash, value
+    // size, value align), name length, pad, name.
+    let e = &b[128..128 + 96];
+    let id = <RawRobustMutex as Shared>::IDENTITY;
+    // The identity is part of the format: FNV-1a of the declared name
+    // "shmsync.RawRobustMutex", then of that hash, size 64, align 8 and no field offsets.
+    assert_eq!(id.name_hash, 0x0b0d_fbc2_5ad3_3936);
+    assert_eq!(id.hash, 0x7318_4268_8eda_01be);
     assert_eq!(u32_at(e, 0), Kind::Mutex as u32);
     assert_eq!(u32_at(e, 4), 8);
     assert_eq!(u64_at(e, 8), data_start);
     assert_eq!(u64_at(e, 16), 64);
-    assert_eq!(
-        u64_at(e, 24),
-        shmsync::region::type_hash::<RawRobustMutex>()
-    );
-    assert_eq!(u32_at(e, 32), 4);
-    assert_eq!(u32_at(e, 36), 0);
-    assert_eq!(&e[40..44], b"lock");
-    assert!(e[44..40 + MAX_NAME_LEN].iter().all(|&x| x == 0));
+    assert_eq!(u64_at(e, 24), id.hash);
+    assert_eq!(u64_at(e, 32), id.name_hash);
+    assert_eq!(u32_at(e, 40), 64);
+    assert_eq!(u32_at(e, 44), 8);
+    assert_eq!(u32_at(e, 48), 4);
+    assert_eq!(u32_at(e, 52), 0);
+    assert_eq!(&e[56..60], b"lock");
+    assert!(e[60..56 + MAX_NAME_LEN].iter().all(|&x| x == 0));
+    assert_eq!(56 + MAX_NAME_LEN, 96);
     // Entry 1 is untouched.
-    assert!(b[208..288].iter().all(|&x| x == 0));
+    assert!(b[224..320].iter().all(|&x| x == 0));
 }
 
 #[test]
 fn a_bigger_table_moves_the_data_area_to_the_next_page() {
     assert_eq!(data_start_for(1), 4096);
+    assert_eq!(data_start_for(DEFAULT_CAPACITY), 4096);
+    assert_eq!(data_start_for(DEFAULT_CAPACITY + 1), 8192);
     assert_eq!(data_start_for(50), 8192);
-    assert_eq!(data_start_for(100), 8192);
-    assert_eq!(data_start_for(200), 16384);
+    assert_eq!(data_start_for(84), 8192);
+    assert_eq!(data_start_for(100), 12288);
+    assert_eq!(data_start_for(200), 20480);
     let opts = RegionOptions {
-        capacity: 100,
+        capacity: 84,
         ..RegionOptions::default()
     };
     let region = Region::from_segment_with(Segment::anonymous(1 << 16).unwrap(), opts).unwrap();
