@@ -333,7 +333,7 @@ fn stopped_table_holder(args: &[String]) {
     let mut holder = fork_holder(sem.table_lock());
     holder.signal(libc::SIGSTOP);
     common::wait_until(common::WATCHDOG, "holder stopped", || {
-        common::proc_state(holder.pid()) == Some('T')
+        common::all_threads_stopped(holder.pid())
     });
 
     // Would-block, not a wait for the stopped holder (a permit is free).

@@ -355,12 +355,10 @@ fn recover_against_a_stopped_holder_of_an_internal_lock_returns_and_names_the_ob
     let stopped = common::spawn("hold_table_lock", &[name.as_str(), table_marker.as_str()]);
     marker_text(&table_marker, "the table lock to be held");
     stopped.signal(libc::SIGSTOP);
-    // The signal is asynchronous: wait until /proc shows the process stopped.
+    // The signal is asynchronous: wait until /proc shows every thread stopped (the lock
+    // holder is not the main thread).
     common::wait_until(common::WATCHDOG, "the holder to stop", || {
-        std::fs::read_to_string(format!("/proc/{}/stat", stopped.pid())).is_ok_and(|t| {
-            t.rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('T'))
-        })
+        common::all_threads_stopped(stopped.pid())
     });
 
     // Inspect takes no lock: it reports the stopped holder and returns.

@@ -618,6 +618,22 @@ pub fn glibc_kind_word(m: &shmsync::RawRobustMutex) -> &AtomicU32 {
 
 /// The state letter of a process (`R`, `S`, `T`, `Z`, …) from `/proc/<pid>/stat`.
 pub fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    state_letter(&format!("/proc/{pid}/stat"))
+}
+
+/// Whether every thread of `pid` is stopped (`SIGSTOP` stops the threads one by one,
+/// and a lock may be held by any of them).
+pub fn all_threads_stopped(pid: i32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        let stat = t.path().join("stat");
+        state_letter(&stat.to_string_lossy()) == Some('T')
+    })
+}
+
+fn state_letter(stat_path: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
     stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
