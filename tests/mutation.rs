@@ -223,7 +223,7 @@ fn hostile_header_and_table_bytes_yield_errors_only() {
     let mut buf = vec![0u8; REGION_LEN];
     let reached = run(
         "hostile_header_and_table_bytes_yield_errors_only",
-        2000,
+        1500,
         |rng, h| {
             buf.copy_from_slice(&images[rng.index(images.len())].1);
             for _ in 0..1 + rng.below(6) {
@@ -246,7 +246,7 @@ fn hostile_header_and_table_bytes_yield_errors_only() {
 fn hostile_object_bytes_yield_errors_only() {
     let (images, spans) = (images(), spans());
     let mut buf = vec![0u8; REGION_LEN];
-    let reached = run("hostile_object_bytes_yield_errors_only", 2000, |rng, h| {
+    let reached = run("hostile_object_bytes_yield_errors_only", 1500, |rng, h| {
         buf.copy_from_slice(&images[rng.index(images.len())].1);
         for _ in 0..1 + rng.below(4) {
             let (_, kind, offset, size) = spans[rng.index(spans.len())];

@@ -273,6 +273,7 @@ impl Harness {
 
     /// Uses every object found, then (as an initializer) creates objects of every kind.
     fn use_region(&mut self, region: &Region, initialize: bool) {
+        let _ = region.release_dead_claim();
         // (`read_region` looked every entry up as every kind; the matching ones are used.)
         if let Ok(entries) = region.entries() {
             for e in &entries {
@@ -366,7 +367,7 @@ impl Harness {
 
     /// Whether a lock call on `m` is made (see the module docs); counts a skip.
     fn may_lock(&mut self, m: &RawRobustMutex) -> bool {
-        if self.known_issues || glibc_kind(m).map_or(true, |k| k == self.kind_word) {
+        if self.known_issues || glibc_kind(m).unwrap_or(self.kind_word) == self.kind_word {
             return true;
         }
         self.tally.skipped_kind += 1;
