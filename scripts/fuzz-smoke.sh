@@ -52,7 +52,7 @@ for t in "${targets[@]}"; do
         >"$work/$t.log" 2>&1
     rc=$?
     set -e
-    grep -E '^(#[0-9]+ +(INITED|DONE)|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))' "$work/$t.log" || true
+    grep -E '^(#[0-9]+[[:space:]]+(INITED|DONE)|stat::(number_of_executed_units|average_exec_per_sec|new_units_added|peak_rss_mb))' "$work/$t.log" || true
     if [ "$rc" -ne 0 ]; then
         # The log up to cargo-fuzz's dump of the input (which can be kilobytes long).
         sed '/^Output of `std::fmt::Debug`/q' "$work/$t.log" | tail -n 60

@@ -13,9 +13,11 @@
 //! Two calls can today be made to abort or block by the bytes alone, so they are only
 //! made when those bytes are the ones this build writes unless
 //! [`Harness::known_issues`] is set: locking a mutex whose glibc kind word was changed
-//! (glibc asserts inside a priority-protect lock, or never wakes a non-robust one), and
-//! `LeasedSemaphore::try_acquire` while its table lock is held by another thread (it
-//! waits for that lock). [`Tally`] counts each skip.
+//! (glibc asserts in a priority-protect or priority-inherit lock, executes a
+//! transactional-memory instruction the CPU may lack for an elided one, or never wakes a
+//! non-robust one), and `LeasedSemaphore::try_acquire` unless the table lock word is 0 or
+//! owner-died (it waits for that lock). [`Tally`] counts each skip; `fuzz/README.md`
+//! lists the reproducers.
 #![allow(dead_code, clippy::disallowed_types)]
 
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
