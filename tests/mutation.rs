@@ -126,14 +126,6 @@ fn run(
         start.elapsed(),
         h.tally
     );
-    if h.tally.skipped_kind + h.tally.skipped_busy_table > 0 {
-        eprintln!(
-            "{test}: known issues avoided: {} lock calls on a mutex whose glibc kind word \
-             was changed (glibc may abort or hang), {} try_acquire calls while the lease \
-             table lock was held (it would wait for the lock)",
-            h.tally.skipped_kind, h.tally.skipped_busy_table
-        );
-    }
     (n >= 500).then(|| h.tally.clone())
 }
 
@@ -297,4 +289,64 @@ fn hostile_objects_attached_as_any_kind_yield_errors_only() {
         assert!(*n > 0, "no {} attached: {t:?}", KINDS[kind]);
     }
     assert!(t.locked > 0, "{t:?}");
+}
+
+/// The glibc mutex words with which the `objects` fuzz target once made glibc abort (a
+/// priority-protect or priority-inherit kind word), kill the process with SIGILL (the
+/// elision bit), or hang `try_acquire` and `lock` (a lock held by a live thread that
+/// never unlocks, or the waiters bit with no owner), written into a fresh object of every
+/// kind that embeds a mutex: a changed kind word is refused on attach, and every call on
+/// the others returns.
+#[test]
+fn glibc_words_that_once_crashed_the_fuzzer_are_refused_or_survived() {
+    const PSHARED: u32 = 128;
+    const ROBUST: u32 = 16;
+    const PI: u32 = 32;
+    const PP: u32 = 64;
+    const ELISION: u32 = 256;
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+    // (what, kind word or None to keep it, lock word or None to keep it)
+    let cases: [(&str, Option<u32>, Option<u32>); 6] = [
+        ("priority protect", Some(PP | PSHARED), None),
+        (
+            "priority inherit, owner died",
+            Some(PI | PSHARED),
+            Some(FUTEX_OWNER_DIED),
+        ),
+        ("robust priority inherit", Some(PI | ROBUST | PSHARED), None),
+        ("elision", Some(ELISION), None),
+        ("held by a live thread", None, Some(1)),
+        ("waiters bit, no owner", None, Some(FUTEX_WAITERS)),
+    ];
+    let (fresh_name, fresh) = &images()[0];
+    assert_eq!(*fresh_name, "fresh");
+    let mut h = Harness::new();
+    let mut refused = 0;
+    for (name, kind, offset, size) in spans() {
+        for &m in exercise::mutex_offsets(*kind) {
+            for (what, kind_word, lock_word) in cases {
+                let mut obj = fresh[*offset..offset + size].to_vec();
+                let glibc = m + exercise::MUTEX_PTHREAD;
+                if let Some(k) = kind_word {
+                    let at = glibc + exercise::GLIBC_KIND;
+                    obj[at..at + 4].copy_from_slice(&k.to_ne_bytes());
+                }
+                if let Some(l) = lock_word {
+                    obj[glibc..glibc + 4].copy_from_slice(&l.to_ne_bytes());
+                }
+                let attached = h.tally.attached[*kind];
+                let _w = common::Watchdog::new(CASE_WATCHDOG, "a glibc word the fuzzer found");
+                h.object(*kind as u8, &obj);
+                if kind_word.is_some() {
+                    assert_eq!(
+                        h.tally.attached[*kind], attached,
+                        "{name} with a {what} kind word was attached"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(refused >= 4 * 5, "too few objects with mutexes: {refused}");
 }

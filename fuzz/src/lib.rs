@@ -10,13 +10,7 @@ use std::cell::RefCell;
 pub use exercise::Harness;
 
 thread_local! {
-    static HARNESS: RefCell<Harness> = RefCell::new({
-        let mut h = Harness::new();
-        // SHMSYNC_FUZZ_KNOWN_ISSUES=1 also makes the calls that abort or block today
-        // (see `exercise`), to reproduce them.
-        h.known_issues = std::env::var_os("SHMSYNC_FUZZ_KNOWN_ISSUES").is_some_and(|v| v == "1");
-        h
-    });
+    static HARNESS: RefCell<Harness> = RefCell::new(Harness::new());
 }
 
 /// Runs `f` with the process's harness (one per fuzzing process: its mappings are

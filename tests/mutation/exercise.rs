@@ -10,17 +10,14 @@
 //! writes nothing, inspection and a dry run write nothing, a lookup lands on its table
 //! entry, a lock just taken unlocks, a write is what the next read returns.
 //!
-//! Two calls can today be made to abort or block by the bytes alone, so they are only
-//! made when those bytes are the ones this build writes unless
-//! [`Harness::known_issues`] is set: locking a mutex whose glibc kind word was changed
-//! (glibc asserts in a priority-protect or priority-inherit lock, executes a
-//! transactional-memory instruction the CPU may lack for an elided one, or never wakes a
-//! non-robust one), and `LeasedSemaphore::try_acquire` unless the table lock word is 0 or
-//! owner-died (it waits for that lock). [`Tally`] counts each skip; `fuzz/README.md`
-//! lists the reproducers.
+//! Every call is made whatever the bytes: a glibc mutex word that would make glibc
+//! abort, execute an instruction the CPU lacks, or wait forever is refused by the crate
+//! as corrupt before glibc sees it, and non-blocking calls never wait on an internal
+//! lock. `fuzz/regressions/` holds inputs that once crashed or hung here; the mutation
+//! test replays them.
 #![allow(dead_code, clippy::disallowed_types)]
 
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shmsync::inspect::{self, RecoverOptions};
@@ -72,10 +69,10 @@ const REGION_CLAIM: usize = 24;
 /// Offset of the pid-namespace tag (the header's `aux`) inside a `RawRobustMutex`, and
 /// of its `pthread_mutex_t`.
 const MUTEX_NS_TAG: usize = 20;
-const MUTEX_PTHREAD: usize = 24;
+pub const MUTEX_PTHREAD: usize = 24;
 /// glibc's `int __kind` inside `pthread_mutex_t` (after `__lock`, `__count`, `__owner`,
 /// `__nusers`) on 64-bit targets.
-const GLIBC_KIND: usize = 16;
+pub const GLIBC_KIND: usize = 16;
 /// Offset of the counter inside a `SeqLock`.
 const SEQLOCK_SEQ: usize = 24;
 
@@ -121,20 +118,12 @@ pub struct Tally {
     /// `inspect` and dry-run `recover` calls that returned a report.
     pub inspected: u64,
     pub dry_runs: u64,
-    /// Lock calls skipped because the glibc kind word is not the one this build writes.
-    pub skipped_kind: u64,
-    /// `try_acquire` calls skipped because the lease table lock was held.
-    pub skipped_busy_table: u64,
 }
 
 /// Runs the calls; holds what they need besides the bytes under test.
 pub struct Harness {
-    /// Make the calls that can abort or block today (see the module docs).
-    pub known_issues: bool,
     /// What the calls reached.
     pub tally: Tally,
-    /// The kind word `pthread_mutex_init` writes for our mutexes.
-    kind_word: i32,
     /// Private memory: a mutex for condvar waits, and the page objects are copied to.
     scratch: Segment,
     /// The mapping every region under test is copied into (a sealed memfd: each case
@@ -153,15 +142,12 @@ impl Harness {
         let scratch = Segment::anonymous(2 * 4096).expect("scratch mapping");
         // SAFETY: the start of a fresh private mapping, page aligned, used only by this
         // harness, which owns the mapping; the reference is not kept.
-        let lock = unsafe {
+        unsafe {
             RobustMutex::<Data>::init_at(scratch.as_ptr().add(SCRATCH_MUTEX).cast(), 0)
-                .expect("scratch mutex")
-        };
-        let kind_word = glibc_kind(lock.raw()).unwrap_or(0);
+                .expect("scratch mutex");
+        }
         Harness {
-            known_issues: true,
             tally: Tally::default(),
-            kind_word,
             scratch,
             window: Segment::memfd_create("shmsync-mutation", REGION_LEN).expect("memfd"),
         }
@@ -368,15 +354,6 @@ impl Harness {
         .unwrap_or(());
     }
 
-    /// Whether a lock call on `m` is made (see the module docs); counts a skip.
-    fn may_lock(&mut self, m: &RawRobustMutex) -> bool {
-        if self.known_issues || glibc_kind(m).unwrap_or(self.kind_word) == self.kind_word {
-            return true;
-        }
-        self.tally.skipped_kind += 1;
-        false
-    }
-
     fn raw_mutex(&mut self, m: &RawRobustMutex) {
         self.tally.attached[0] += 1;
         let _ = (
@@ -384,9 +361,6 @@ impl Harness {
             m.check_namespace(),
             m.header().state(),
         );
-        if !self.may_lock(m) {
-            return;
-        }
         if let Ok(how) = m.try_lock() {
             self.tally.locked += 1;
             if how == shmsync::Acquired::OwnerDied {
@@ -407,9 +381,6 @@ impl Harness {
     fn mutex(&mut self, m: &RobustMutex<Data>) {
         self.tally.attached[1] += 1;
         let _ = m.state().to_string();
-        if !self.may_lock(m.raw()) {
-            return;
-        }
         match m.try_lock() {
             Ok(mut guard) => {
                 self.tally.locked += 1;
@@ -465,13 +436,6 @@ impl Harness {
         let _ = (s.capacity(), s.waiters(), s.table_lock().state());
         let value = s.value();
         let before = s.leases();
-        if !self.may_lock(s.table_lock()) {
-            return;
-        }
-        if !self.known_issues && !table_lock_free(s.table_lock()) {
-            self.tally.skipped_busy_table += 1;
-            return;
-        }
         if let Ok(Some(permit)) = s.try_acquire() {
             self.tally.locked += 1;
             let me = ProcessIdentity::current().expect("our identity");
@@ -496,9 +460,6 @@ impl Harness {
         );
         let _ = s.read_deadline(Deadline::now());
         let _ = s.writer_lock().state();
-        if !self.may_lock(s.writer_lock()) {
-            return;
-        }
         let mut written = None;
         if let Ok(outcome) = s.write_deadline(Deadline::now(), |v| {
             v[0] = v[0].wrapping_add(1);
@@ -532,30 +493,6 @@ fn lookup(region: &Region, kind: usize, name: &str) -> Option<usize> {
         5 => addr(region.get::<LeasedSemaphore>(name)),
         _ => addr(region.get::<SeqLock<SeqData>>(name)),
     }
-}
-
-/// glibc's kind word of `m` (`None` on other C libraries).
-fn glibc_kind(m: &RawRobustMutex) -> Option<i32> {
-    if !cfg!(all(target_env = "gnu", target_pointer_width = "64")) {
-        return None;
-    }
-    let base = (m as *const RawRobustMutex).cast::<u8>();
-    // SAFETY: the word lies inside the mutex (64 bytes), 4-aligned (the mutex is
-    // 8-aligned); glibc and the kernel access it atomically or not at all.
-    let word = unsafe { &*base.add(MUTEX_PTHREAD + GLIBC_KIND).cast::<AtomicI32>() };
-    Some(word.load(Ordering::Relaxed))
-}
-
-/// Whether glibc's lock word of `m` lets a lock call through without waiting: 0, or
-/// owner-died (whatever else it holds). Any other word waits — also the waiters bit
-/// alone, which no unlock will ever clear.
-fn table_lock_free(m: &RawRobustMutex) -> bool {
-    let base = (m as *const RawRobustMutex).cast::<u8>();
-    // SAFETY: glibc's `__lock`, the first word of the mutex's `pthread_mutex_t`, inside
-    // the mutex and 4-aligned; only ever accessed atomically.
-    let word = unsafe { &*base.add(MUTEX_PTHREAD).cast::<AtomicU32>() };
-    let w = word.load(Ordering::Relaxed);
-    w == 0 || w & 0x4000_0000 != 0
 }
 
 /// A copy of a segment's bytes.
