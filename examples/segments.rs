@@ -21,8 +21,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use shmsync::futex::{self, WaitOutcome};
-use shmsync::{Deadline, Segment};
+use shmsync::test_hooks::Deadline;
+use shmsync::test_hooks::{self as futex, WaitOutcome};
+use shmsync::Segment;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 

@@ -26,15 +26,16 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"SHMS");
 pub const FORMAT_VERSION: u64 = 1;
 
 /// Init state: never initialized (all-zero memory).
-pub const STATE_UNINIT: u32 = 0;
+pub(crate) const STATE_UNINIT: u32 = 0;
 /// Init state: an initializer is writing the object.
-pub const STATE_INITIALIZING: u32 = 1;
+pub(crate) const STATE_INITIALIZING: u32 = 1;
 /// Init state: fully initialized and published.
 pub const STATE_READY: u32 = 2;
 
 /// What kind of object a header heads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
+#[non_exhaustive]
 pub enum Kind {
     /// [`crate::RawRobustMutex`] / [`crate::RobustMutex`].
     Mutex = 1,
@@ -133,7 +134,7 @@ pub const FORMAT: u64 = FORMAT_VERSION
 
 /// Compares a format word found in shared memory with this build's, naming the first
 /// field that differs.
-pub fn check_format(found: u64) -> Result<()> {
+pub(crate) fn check_format(found: u64) -> Result<()> {
     if found == FORMAT {
         return Ok(());
     }

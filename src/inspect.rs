@@ -12,12 +12,16 @@ use std::time::Duration;
 
 pub mod probe;
 
+pub use crate::header::{FORMAT, FORMAT_VERSION, MAGIC};
+pub use crate::region::EntryInfo;
+pub use crate::seqlock::SeqLockView;
+
 use crate::error::Result;
 use crate::futex::Deadline;
 use crate::header::Kind;
 use crate::process::Liveness;
 use crate::raw_mutex::{MutexState, RawRobustMutex};
-use crate::region::{EntryInfo, Region};
+use crate::region::Region;
 
 /// One object's state as read without locking.
 #[derive(Clone, Debug)]

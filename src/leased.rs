@@ -591,7 +591,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// slot is taken, and with [`Error::Os`] if this process's identity cannot be read
     /// or the table lock fails.
     pub fn acquire(&self) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(crate::process::current_identity()?, None)
+        self.acquire_for(crate::process::current_identity()?, None)
     }
 
     /// Takes a permit if one is available now, never waiting: `Ok(None)` if none is
@@ -604,7 +604,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
 
     /// Takes a permit, sleeping at most `timeout`; [`Error::TimedOut`] after that.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(
+        self.acquire_for(
             crate::process::current_identity()?,
             Some(Deadline::after(timeout)),
         )
@@ -613,16 +613,24 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// Takes a permit, sleeping until `deadline` at the latest; [`Error::TimedOut`]
     /// after that. A past deadline still takes an available permit.
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(
+        self.acquire_for(
             crate::process::current_identity()?,
             Some(Deadline::from_instant(deadline)),
         )
     }
 
     /// Acquires under an explicit identity (tests and models: a "process" whose
-    /// liveness the test controls). Not part of the stable API.
-    #[doc(hidden)]
+    /// liveness the test controls). Test hook, not a stable API.
+    #[cfg(feature = "test-hooks")]
     pub fn acquire_as(
+        &self,
+        identity: ProcessIdentity,
+        deadline: Option<crate::futex::Deadline>,
+    ) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_for(identity, deadline)
+    }
+
+    fn acquire_for(
         &self,
         identity: ProcessIdentity,
         deadline: Option<Deadline>,
@@ -633,9 +641,9 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         }
     }
 
-    /// As [`try_acquire`](Self::try_acquire) under an explicit identity. Not part of
-    /// the stable API.
-    #[doc(hidden)]
+    /// As [`try_acquire`](Self::try_acquire) under an explicit identity. Test hook,
+    /// not a stable API.
+    #[cfg(feature = "test-hooks")]
     pub fn try_acquire_as(&self, identity: ProcessIdentity) -> Result<Option<Permit<'_, SLOTS>>> {
         self.acquire_inner(identity, None, false)
     }
@@ -743,8 +751,8 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     }
 
     /// [`reclaim_dead`](Self::reclaim_dead) with the liveness check supplied (tests and
-    /// models). Not part of the stable API.
-    #[doc(hidden)]
+    /// models). Test hook, not a stable API.
+    #[cfg(feature = "test-hooks")]
     pub fn reclaim_dead_with(
         &self,
         is_dead: impl FnMut(&ProcessIdentity) -> bool,

@@ -78,6 +78,7 @@
 //! **shared** futexes with absolute `CLOCK_MONOTONIC` deadlines.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 // Under loom the pthread, /proc and mmap paths are compiled out, which leaves helpers unused.
 #![cfg_attr(shmsync_loom, allow(dead_code, unused_imports))]
@@ -87,34 +88,46 @@ compile_error!(
     "shmsync supports Linux only: it relies on shared futexes, robust pthread mutexes and /proc"
 );
 
-pub mod condvar;
-pub mod error;
-pub mod futex;
-pub mod header;
+mod condvar;
+mod error;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod futex;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod header;
 #[cfg(not(shmsync_loom))]
 pub mod inspect;
-pub mod leased;
-pub mod mutex;
-pub mod process;
-pub mod raw_mutex;
+mod leased;
+mod mutex;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod process;
+mod raw_mutex;
 #[cfg(not(shmsync_loom))]
-pub mod region;
-pub mod segment;
-pub mod semaphore;
-pub mod seqlock;
-pub mod spin;
-pub(crate) mod sync;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod region;
+mod segment;
+mod semaphore;
+mod seqlock;
+mod spin;
+mod sync;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
+
+/// The `bytemuck` this crate is built with, so that `#[derive(shmsync::bytemuck::AnyBitPattern)]`
+/// with `#[bytemuck(crate = "shmsync::bytemuck")]` works without a `bytemuck` dependency of
+/// your own.
+pub use bytemuck;
 
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{Error, Result};
-pub use futex::Deadline;
 pub use header::Kind;
-pub use leased::{LeaseInfo, LeasedSemaphore, Permit, Reclaimed, ReleaseError, RELEASE_WAIT};
+pub use leased::{
+    LeaseInfo, LeasedSemaphore, Permit, Reclaimed, ReleaseError, DEFAULT_SLOTS, RELEASE_WAIT,
+};
 pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]
-pub use region::{Location, Region, Shared};
-pub use segment::Segment;
+pub use region::{Location, Region, RegionOptions, Shared};
+pub use segment::{ftok, Backing, Segment};
 pub use semaphore::{SemError, Semaphore};
 pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};

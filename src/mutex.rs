@@ -500,6 +500,7 @@ impl<T: AnyBitPattern + fmt::Debug> fmt::Debug for OwnerDiedGuard<'_, T> {
 ///
 /// Only [`OwnerDied`](LockError::OwnerDied) holds the lock; with every other variant
 /// the caller does not hold it.
+#[non_exhaustive]
 pub enum LockError<'a, T: AnyBitPattern> {
     /// The previous owner died holding the lock. The guard **holds the lock**: repair
     /// the data, then [`make_consistent`](OwnerDiedGuard::make_consistent).

@@ -383,7 +383,7 @@ fn namespace_levels(status: &str) -> Option<usize> {
 
 /// The calling process's identity as a crate [`Result`](crate::Result) (for paths
 /// that record who they are in shared memory).
-pub fn current_identity() -> crate::Result<ProcessIdentity> {
+pub(crate) fn current_identity() -> crate::Result<ProcessIdentity> {
     ProcessIdentity::current().map_err(|source| crate::Error::Os {
         op: "read process identity (/proc/self/stat)",
         target: String::new(),

@@ -37,6 +37,7 @@ pub enum Acquired {
 
 /// Why a lock was not acquired. The caller does not hold the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RawLockError {
     /// `try_lock`: another thread holds it.
     WouldBlock,
@@ -66,6 +67,7 @@ pub enum RawLockError {
 /// one-byte tag, not a string, so lock results stay two words and return in registers
 /// on the uncontended path.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MutexWord {
     /// `__kind`: not the kind this build's initialization writes.
     Kind,
@@ -134,6 +136,7 @@ impl std::error::Error for RawLockError {}
 
 /// What a mutex looks like from outside, read without locking it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MutexState {
     /// Nobody holds it.
     Free,

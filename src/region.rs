@@ -36,7 +36,7 @@
 //!   never two initializers. A claimant killed mid-initialization leaves an unpublished
 //!   slot (and at worst some unreachable space) that the next claimant reuses.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -51,15 +51,15 @@ const HEADER_SIZE: usize = 128;
 /// Bytes of one table entry.
 const ENTRY_SIZE: usize = 80;
 /// Longest object name, in bytes (UTF-8).
-pub const MAX_NAME_LEN: usize = 40;
+pub(crate) const MAX_NAME_LEN: usize = 40;
 /// Table capacity used by [`Region::create`] (fills the first page).
-pub const DEFAULT_CAPACITY: u32 = 49;
+pub(crate) const DEFAULT_CAPACITY: u32 = 49;
 /// Largest table capacity accepted from a caller or from a segment.
-pub const MAX_CAPACITY: u32 = 4096;
+pub(crate) const MAX_CAPACITY: u32 = 4096;
 /// Data starts on a page boundary.
 const PAGE: u64 = 4096;
 /// How long an opener waits for another process's initialization or table append.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 #[repr(C)]
 struct RegionHeader {
@@ -1150,7 +1150,7 @@ fn check_capacity(capacity: u32, size: usize) -> Result<()> {
 /// A control character (Unicode category Cc: the C0 range with NUL and ESC, DEL, and
 /// the C1 range) is refused because names are shown to people — a terminal escape in a
 /// name could erase or forge the lines a tool prints.
-pub fn validate_object_name(name: &str) -> Result<()> {
+pub(crate) fn validate_object_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > MAX_NAME_LEN {
@@ -1169,21 +1169,47 @@ pub fn validate_object_name(name: &str) -> Result<()> {
     })
 }
 
-/// Test hook: when `SHMSYNC_TEST_FAILPOINT` names this point, the process stops here
-/// forever (the test then SIGKILLs it), to simulate dying at exactly this step. Only
-/// reached on the cold creation paths.
+impl Region {
+    /// The longest object name, in bytes.
+    pub const MAX_NAME_LEN: usize = MAX_NAME_LEN;
+    /// The number of table entries a region gets unless [`RegionOptions::capacity`]
+    /// says otherwise.
+    pub const DEFAULT_CAPACITY: u32 = DEFAULT_CAPACITY;
+    /// The largest table capacity a region may have.
+    pub const MAX_CAPACITY: u32 = MAX_CAPACITY;
+    /// How long opening a region waits, by default, for its creator to finish
+    /// initializing it.
+    pub const DEFAULT_WAIT: Duration = DEFAULT_WAIT;
+}
+
+/// The environment variable naming the failpoint a test process stops at.
+#[cfg(feature = "test-hooks")]
+pub const FAILPOINT_ENV: &str = "SHMSYNC_TEST_FAILPOINT";
+/// The environment variable naming the file a process writes when it reaches its
+/// failpoint.
+#[cfg(feature = "test-hooks")]
+pub const FAILPOINT_MARKER_ENV: &str = "SHMSYNC_TEST_FAILPOINT_MARKER";
+
+/// Test hook: when [`FAILPOINT_ENV`] names this point, the process stops here forever
+/// (the test then SIGKILLs it), to simulate dying at exactly this step. Only reached on
+/// the cold creation paths, and compiled only with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 #[cold]
 fn failpoint(point: &str) {
-    if std::env::var_os("SHMSYNC_TEST_FAILPOINT").is_some_and(|v| v == point) {
-        let marker = std::env::var_os("SHMSYNC_TEST_FAILPOINT_MARKER");
-        if let Some(path) = marker {
-            let _ = std::fs::write(Path::new(&path), point);
+    if std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == point) {
+        if let Some(path) = std::env::var_os(FAILPOINT_MARKER_ENV) {
+            let _ = std::fs::write(std::path::Path::new(&path), point);
         }
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
 }
+
+/// Without the `test-hooks` feature a failpoint is nothing.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+fn failpoint(_point: &str) {}
 
 #[cfg(test)]
 mod tests {

@@ -54,10 +54,11 @@ use crate::header::check_placement;
 use crate::sync::{futex_impl, AtomicU32, Ordering};
 
 /// The largest value a semaphore can hold: `i32::MAX`, like glibc's `SEM_VALUE_MAX`.
-pub const MAX_VALUE: u32 = i32::MAX as u32;
+pub(crate) const MAX_VALUE: u32 = i32::MAX as u32;
 
 /// Why a semaphore operation did not complete. Nothing was changed in any case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SemError {
     /// `post` would have raised the value above [`MAX_VALUE`] (`sem_post`'s EOVERFLOW).
     Overflow,
@@ -111,6 +112,9 @@ static_assertions::assert_eq_size!(Semaphore, [u8; 8]);
 static_assertions::const_assert_eq!(core::mem::align_of::<Semaphore>(), 4);
 
 impl Semaphore {
+    /// The largest value a semaphore can hold: `i32::MAX`, like glibc's `SEM_VALUE_MAX`.
+    pub const MAX_VALUE: u32 = MAX_VALUE;
+
     /// A semaphore holding `value` permits, for in-process use (a `static`, or memory
     /// shared only between threads). Shared-memory users place one with
     /// [`init_at`](Self::init_at) instead.
@@ -394,5 +398,3 @@ impl fmt::Debug for Semaphore {
             .finish()
     }
 }
-
-pub use crate::spin::{PROBE_EVERY, SPIN_LIMIT, SPIN_MIN};

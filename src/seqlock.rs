@@ -707,13 +707,13 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         Ok(acquired == Acquired::OwnerDied)
     }
 
-    /// Test-only fail point (hidden from the docs): takes the writer lock, marks a write
+    /// Test hook (compiled only with the `test-hooks` feature): takes the writer lock, marks a write
     /// in progress and stores the first `words` words of `value` into the unpublished
     /// copy, then stops — leaving the lock held by this thread, as a writer killed
     /// mid-write would. Under loom it then abandons the lock (the model of the
     /// holder's death). Not for production use: this thread's next write gets
     /// [`RawLockError::Deadlock`].
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __test_write_partial(
         &self,
         value: T,

@@ -26,11 +26,11 @@ use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{
-    Condvar, Deadline, LeasedSemaphore, Liveness, LockError, MutexGuard, OwnerDiedGuard, Region,
-    RobustMutex, SeqLock,
+    test_hooks::Deadline, Condvar, LeasedSemaphore, Liveness, LockError, MutexGuard,
+    OwnerDiedGuard, Region, RobustMutex, SeqLock,
 };
+use shmsync::{Location, RegionOptions};
 
 /// Exit code of a child whose own check failed (its panic hook `_exit`s with it).
 const CHILD_FAILED: i32 = 99;

@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use shmsync::{
-    Acquired, Deadline, Error, LeasedSemaphore, Liveness, MutexState, ProcessIdentity,
+    test_hooks::Deadline, Acquired, Error, LeasedSemaphore, Liveness, MutexState, ProcessIdentity,
     RawRobustMutex, Segment,
 };
 

@@ -14,11 +14,11 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use shmsync::process::{self, packed_liveness, thread_liveness};
-use shmsync::seqlock::SeqLockView;
+use shmsync::inspect::SeqLockView;
+use shmsync::test_hooks::{self as process, packed_liveness, thread_liveness, Deadline};
 use shmsync::{
-    Deadline, Error, LeasedSemaphore, Liveness, Location, LockError, MutexState, ProcessIdentity,
-    Region, RobustMutex, Semaphore, SeqLock, SeqLockError,
+    Error, LeasedSemaphore, Liveness, Location, LockError, MutexState, ProcessIdentity, Region,
+    RobustMutex, Semaphore, SeqLock, SeqLockError,
 };
 
 #[test]

@@ -63,6 +63,7 @@ fn code<T: bytemuck::AnyBitPattern>(r: Result<MutexGuard<'_, T>, LockError<'_, T
         Err(LockError::NotRecoverable) => 6,
         Err(LockError::Os(_)) => 7,
         Err(LockError::Corrupt { .. }) => 8,
+        Err(_) => 9,
     }
 }
 const OK: u32 = 1;
@@ -440,7 +441,7 @@ fn attach_refuses_zeroed_foreign_and_mismatched_memory() {
     // SAFETY: inside the mapping, 8-aligned, an atomic header word.
     let format = unsafe { &*common::at::<AtomicU64>(&seg, 8) };
     let good = format.load(SeqCst);
-    assert_eq!(good, shmsync::header::FORMAT);
+    assert_eq!(good, shmsync::inspect::FORMAT);
     format.store(good ^ (0xc << 16), SeqCst);
     assert!(matches!(
         attach(&seg, 0),
@@ -505,7 +506,7 @@ fn ns_parent(args: &[String]) {
 
 fn ns_attach(args: &[String]) {
     assert_eq!(
-        shmsync::process::current_pid(),
+        shmsync::test_hooks::current_pid(),
         1,
         "not in a new pid namespace"
     );

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use common::{ShmName, SysvKey, TempPath};
 use shmsync::inspect::{self, RecoverOptions};
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{
     Condvar, Error, LeasedSemaphore, RawRobustMutex, Region, Segment, Semaphore, SeqLock,
 };
+use shmsync::{Location, RegionOptions};
 
 const SIZE: usize = 1 << 16;
 const NAMES: [&str; 5] = ["lock", "sem", "leases", "seq", "cv"];

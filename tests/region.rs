@@ -5,8 +5,8 @@ mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{Error, RawRobustMutex, Region, Segment};
+use shmsync::{Location, RegionOptions};
 
 const SIZE: usize = 1 << 16;
 
@@ -323,12 +323,12 @@ fn a_header_half_written_by_a_dead_initializer_is_taken_over() {
             // SAFETY: offsets inside the fresh mapping, which nobody else uses.
             unsafe {
                 *base.add(16).cast::<u32>() = 1; // state INITIALIZING
-                *base.cast::<u32>() = shmsync::header::MAGIC;
+                *base.cast::<u32>() = shmsync::inspect::MAGIC;
                 if written >= 2 {
                     *base.add(4).cast::<u32>() = shmsync::Kind::Region as u32;
                 }
                 if written >= 3 {
-                    *base.add(8).cast::<u64>() = shmsync::header::FORMAT;
+                    *base.add(8).cast::<u64>() = shmsync::inspect::FORMAT;
                 }
                 *base.add(24).cast::<u64>() = dead; // claim
             }

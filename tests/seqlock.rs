@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use shmsync::{Deadline, Error, Kind, MutexState, RawRobustMutex, Segment, SeqLock};
+use shmsync::test_hooks::Deadline;
+use shmsync::{Error, Kind, MutexState, RawRobustMutex, Segment, SeqLock};
 
 // ---------------------------------------------------------------------------------
 // Self-checking payloads

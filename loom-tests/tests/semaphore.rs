@@ -4,7 +4,7 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use shmsync::futex::Deadline;
+use shmsync::test_hooks::Deadline;
 use shmsync::{SemError, Semaphore};
 use std::time::Duration;
 

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 
 use serde_json::Value;
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{Acquired, LeasedSemaphore, RawRobustMutex, Region, Segment, SeqLock};
+use shmsync::{Location, RegionOptions};
 
 const SIZE: usize = 1 << 16;
 
@@ -58,7 +58,7 @@ fn hold_lock(args: &[String]) {
     let region = open(&args[0]);
     let m = region.get::<RawRobustMutex>(&args[1]).unwrap();
     let _ = m.lock().unwrap();
-    std::fs::write(&args[2], shmsync::process::current_tid().to_string()).unwrap();
+    std::fs::write(&args[2], shmsync::test_hooks::current_tid().to_string()).unwrap();
     park();
 }
 

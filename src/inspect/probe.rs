@@ -37,6 +37,7 @@ const OFF_CREATOR_NS: usize = 80;
 
 /// What backs a candidate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackingKind {
     /// A POSIX shared-memory object in `/dev/shm`.
     Posix,

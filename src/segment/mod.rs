@@ -77,7 +77,7 @@ mod file;
 mod memfd;
 mod posix;
 mod sysv;
-pub use posix::validate_posix_name;
+pub(crate) use posix::validate_posix_name;
 pub use sysv::ftok;
 
 /// The warning every any-owner API carries in its documentation.
@@ -98,10 +98,15 @@ macro_rules! any_owner_warning {
 pub(crate) use any_owner_warning;
 
 /// How long an opener waits for a segment's creator to give it a size.
-pub const SIZING_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const SIZING_WAIT: Duration = Duration::from_secs(2);
 
 /// Default permission bits for created segments: owner read/write only.
-pub const DEFAULT_MODE: libc::mode_t = 0o600;
+pub(crate) const DEFAULT_MODE: libc::mode_t = 0o600;
+
+impl Segment {
+    /// Default permission bits for created segments: owner read/write only (`0o600`).
+    pub const DEFAULT_MODE: libc::mode_t = DEFAULT_MODE;
+}
 
 /// What a [`Segment`] is mapped from.
 #[derive(Debug)]

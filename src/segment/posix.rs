@@ -13,7 +13,7 @@ const MAX_NAME: usize = 255;
 
 /// Checks a POSIX shared-memory name: a leading `/`, no other `/`, 1..=255 characters
 /// after it, no NUL, not `.` or `..`.
-pub fn validate_posix_name(name: &str) -> Result<()> {
+pub(crate) fn validate_posix_name(name: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidName {
             name: name.to_owned(),

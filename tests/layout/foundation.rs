@@ -4,8 +4,12 @@
 
 use std::mem::{align_of, size_of};
 
-use shmsync::header::{ObjectHeader, FORMAT, FORMAT_VERSION, MAGIC, STATE_READY};
-use shmsync::region::{data_start_for, RegionOptions, DEFAULT_CAPACITY, MAX_NAME_LEN};
+use shmsync::inspect::{FORMAT, FORMAT_VERSION, MAGIC};
+use shmsync::test_hooks::data_start_for;
+use shmsync::test_hooks::{ObjectHeader, STATE_READY};
+use shmsync::RegionOptions;
+const DEFAULT_CAPACITY: u32 = shmsync::Region::DEFAULT_CAPACITY;
+const MAX_NAME_LEN: usize = shmsync::Region::MAX_NAME_LEN;
 use shmsync::{Kind, ProcessIdentity, RawRobustMutex, Region, Segment};
 
 fn u32_at(b: &[u8], off: usize) -> u32 {
@@ -76,7 +80,7 @@ fn region_header_and_table_bytes() {
     assert_eq!(u64_at(e, 16), 64);
     assert_eq!(
         u64_at(e, 24),
-        shmsync::region::type_hash::<RawRobustMutex>()
+        shmsync::test_hooks::type_hash::<RawRobustMutex>()
     );
     assert_eq!(u32_at(e, 32), 4);
     assert_eq!(u32_at(e, 36), 0);
