@@ -17,7 +17,6 @@ pub use crate::region::EntryInfo;
 pub use crate::seqlock::SeqLockView;
 
 use crate::error::Result;
-use crate::futex::Deadline;
 use crate::header::Kind;
 use crate::process::Liveness;
 use crate::raw_mutex::{MutexState, RawRobustMutex};
@@ -717,7 +716,7 @@ fn recover_object(
                 }
                 return Ok(());
             }
-            match sem.reclaim_dead_deadline(Deadline::after(opts.wait)) {
+            match sem.reclaim_dead_timeout(opts.wait) {
                 Ok(r) => {
                     for (who, n) in r.holders {
                         o.step(
@@ -764,7 +763,7 @@ fn recover_object(
                 );
                 return Ok(());
             }
-            match view.recover(Deadline::after(opts.wait)) {
+            match view.recover(std::time::Instant::now() + opts.wait) {
                 Ok(true) => o.step(
                     Outcome::Recovered,
                     "repaired: dropped the dead writer's unpublished copy, writer lock consistent"
@@ -827,8 +826,7 @@ fn recover_mutex(m: &RawRobustMutex, opts: RecoverOptions, o: &mut ObjectRecover
                     how == crate::Acquired::Clean || unsafe { m.make_consistent() }.is_ok();
                 // SAFETY: this thread holds the lock.
                 let r = unsafe { m.unlock() };
-                if r != 0 {
-                    let err = std::io::Error::from_raw_os_error(r);
+                if let Err(err) = r {
                     o.step(
                         Outcome::Unreachable,
                         format!("could not unlock it after marking it consistent: {err}"),

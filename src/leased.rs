@@ -185,8 +185,8 @@ impl LeaseSlot {
 /// // SAFETY: a fresh, private, page-aligned mapping large enough, that outlives `sem`.
 /// let sem: &LeasedSemaphore = unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 2)? };
 /// let a = sem.acquire()?;
-/// let b = sem.try_acquire()?.expect("a second permit");
-/// assert!(sem.try_acquire()?.is_none());
+/// let b = sem.try_acquire()?;
+/// assert!(matches!(sem.try_acquire(), Err(shmsync::Error::WouldBlock(_))));
 /// assert_eq!(sem.leases()?[0].permits, 2); // one slot for this process
 /// drop((a, b));
 /// assert_eq!(sem.value(), 2);
@@ -295,7 +295,7 @@ impl<const SLOTS: usize> Table<'_, SLOTS> {
         // SAFETY: a `Table` exists only while this thread holds the lock (made by
         // `lock_table`; `unlock` consumes it so this runs once), and it lends out no
         // reference to data the lock protects beyond this call.
-        unsafe { self.sem.lock.unlock() }
+        unsafe { self.sem.lock.unlock_raw() }
     }
 
     /// Wakes (if asked) and unlocks, reporting a failed unlock.
@@ -539,7 +539,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     fn lock_table(&self, deadline: Option<Deadline>) -> Result<Table<'_, SLOTS>> {
         let acquired = match deadline {
             None => self.lock.lock(),
-            Some(d) => self.lock.lock_deadline(d),
+            Some(d) => self.lock.lock_until(d),
         }
         .map_err(lock_error)?;
         Ok(self.table_locked(acquired))
@@ -594,12 +594,13 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         self.acquire_for(crate::process::current_identity()?, None)
     }
 
-    /// Takes a permit if one is available now, never waiting: `Ok(None)` if none is
-    /// free, and also if another process holds the table lock beyond a brief spin (one
-    /// stopped by a debugger or `SIGSTOP`, or preempted inside a table operation) —
-    /// the lock is never waited for, so this never blocks.
-    pub fn try_acquire(&self) -> Result<Option<Permit<'_, SLOTS>>> {
-        self.acquire_inner(crate::process::current_identity()?, None, false)
+    /// Takes a permit if one is available now, never waiting: [`Error::WouldBlock`] if
+    /// none is free, and also if another process holds the table lock beyond a brief
+    /// spin (one stopped by a debugger or `SIGSTOP`, or preempted inside a table
+    /// operation) — the lock is never waited for, so this never blocks.
+    pub fn try_acquire(&self) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_inner(crate::process::current_identity()?, None, false)?
+            .ok_or(Error::WouldBlock("leased semaphore permit"))
     }
 
     /// Takes a permit, sleeping at most `timeout`; [`Error::TimedOut`] after that.
@@ -644,8 +645,9 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// As [`try_acquire`](Self::try_acquire) under an explicit identity. Test hook,
     /// not a stable API.
     #[cfg(feature = "test-hooks")]
-    pub fn try_acquire_as(&self, identity: ProcessIdentity) -> Result<Option<Permit<'_, SLOTS>>> {
-        self.acquire_inner(identity, None, false)
+    pub fn try_acquire_as(&self, identity: ProcessIdentity) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_inner(identity, None, false)?
+            .ok_or(Error::WouldBlock("leased semaphore permit"))
     }
 
     /// `Ok(None)`: not blocking and none available (or the table lock held), or the
@@ -744,10 +746,21 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     }
 
     /// [`reclaim_dead`](Self::reclaim_dead), giving up with
+    /// [`Error::TimedOut`]`("lease table lock")` if the table lock cannot be had
+    /// within `timeout` (a live process holding it, e.g. one stopped by a debugger).
+    pub fn reclaim_dead_timeout(&self, timeout: Duration) -> Result<Reclaimed> {
+        self.reclaim_inner(Some(Deadline::after(timeout)), |id| {
+            id.liveness() == Liveness::Dead
+        })
+    }
+
+    /// [`reclaim_dead`](Self::reclaim_dead), giving up with
     /// [`Error::TimedOut`]`("lease table lock")` if the table lock cannot be had by
     /// `deadline` (a live process holding it, e.g. one stopped by a debugger).
-    pub fn reclaim_dead_deadline(&self, deadline: Deadline) -> Result<Reclaimed> {
-        self.reclaim_inner(Some(deadline), |id| id.liveness() == Liveness::Dead)
+    pub fn reclaim_dead_deadline(&self, deadline: Instant) -> Result<Reclaimed> {
+        self.reclaim_inner(Some(Deadline::from_instant(deadline)), |id| {
+            id.liveness() == Liveness::Dead
+        })
     }
 
     /// [`reclaim_dead`](Self::reclaim_dead) with the liveness check supplied (tests and

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use bytemuck::AnyBitPattern;
 
 #[cfg(not(shmsync_loom))]
-use crate::error::Result;
-use crate::futex::Deadline;
+use crate::error::{Error, Result};
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
 use crate::raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
@@ -255,7 +254,7 @@ impl<T: AnyBitPattern> RobustMutex<T> {
     ///
     /// As [`lock`](Self::lock), plus [`LockError::TimedOut`].
     pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.acquired(self.raw.lock_deadline(Deadline::after(timeout)))
+        self.acquired(self.raw.lock_timeout(timeout))
     }
 
     /// Blocks until the lock is acquired or `deadline` (an `Instant`, i.e.
@@ -266,7 +265,7 @@ impl<T: AnyBitPattern> RobustMutex<T> {
     ///
     /// As [`lock`](Self::lock), plus [`LockError::TimedOut`].
     pub fn lock_deadline(&self, deadline: Instant) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.acquired(self.raw.lock_deadline(Deadline::from_instant(deadline)))
+        self.acquired(self.raw.lock_deadline(deadline))
     }
 
     /// The one place a raw acquisition becomes a guard or an error, for every acquiring
@@ -366,7 +365,7 @@ impl<'a, T: AnyBitPattern> MutexGuard<'a, T> {
         core::mem::forget(self);
         // SAFETY: the guard proved that this thread holds the lock, and it is consumed,
         // so no reference to the data it handed out outlives the unlock.
-        let r = unsafe { mutex.raw.unlock() };
+        let r = unsafe { mutex.raw.unlock_raw() };
         (mutex, r)
     }
 }
@@ -395,7 +394,7 @@ impl<T: AnyBitPattern> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: the guard proves that this thread holds the lock; the data borrows it
         // handed out have ended (they borrow the guard).
-        let r = unsafe { self.mutex.raw.unlock() };
+        let r = unsafe { self.mutex.raw.unlock_raw() };
         // EPERM, "not the owner", happens only for a guard copied into a fork child,
         // where the lock still belongs to the parent's thread and must stay as it is.
         // EINVAL: glibc's kind word was corrupted while held, so glibc was not called;
@@ -482,7 +481,7 @@ impl<T: AnyBitPattern> Drop for OwnerDiedGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: this thread holds the lock. Unlocking an inconsistent robust mutex
         // makes it not recoverable (pthread semantics) — the documented outcome.
-        let r = unsafe { self.mutex.raw.unlock() };
+        let r = unsafe { self.mutex.raw.unlock_raw() };
         // EPERM or EINVAL, as in `MutexGuard`'s Drop.
         let _ = r;
     }
@@ -544,6 +543,69 @@ impl<'a, T: AnyBitPattern> LockError<'a, T> {
     /// Whether this is [`LockError::OwnerDied`] (the one variant that holds the lock).
     pub fn is_owner_died(&self) -> bool {
         matches!(self, LockError::OwnerDied(_))
+    }
+
+    /// The repair guard, or this error as the crate's [`Error`]: the one step between
+    /// a lock call and `?`. `OwnerDied` gives `Ok(guard)` — the caller holds the lock
+    /// and must repair the data and call
+    /// [`make_consistent`](OwnerDiedGuard::make_consistent) — and every other variant
+    /// gives `Err` with an [`Error`] that borrows nothing, so it propagates with `?`
+    /// out of a function that owns neither the mutex nor its mapping. Nothing is done
+    /// to the mutex either way.
+    ///
+    /// ```
+    /// use shmsync::{RobustMutex, Segment};
+    ///
+    /// fn bump(m: &RobustMutex<u64>) -> shmsync::Result<u64> {
+    ///     let mut guard = match m.lock() {
+    ///         Ok(guard) => guard,
+    ///         // The counter has no invariant a crash can break: mark it consistent.
+    ///         Err(e) => e.into_repair()?.make_consistent(),
+    ///     };
+    ///     *guard += 1;
+    ///     Ok(*guard)
+    /// }
+    ///
+    /// let seg = Segment::anonymous(4096)?;
+    /// // SAFETY: a fresh, private, page-aligned mapping that outlives `m`.
+    /// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), 0u64)? };
+    /// assert_eq!(bump(m)?, 1);
+    /// # Ok::<(), shmsync::Error>(())
+    /// ```
+    pub fn into_repair(self) -> Result<OwnerDiedGuard<'a, T>> {
+        self.split().map_err(|raw| raw.into_error("robust mutex"))
+    }
+
+    /// Gives up on repairing: this error as the crate's [`Error`], and for `OwnerDied`
+    /// a deliberate abandonment. The guard is dropped **without**
+    /// [`make_consistent`](OwnerDiedGuard::make_consistent), which releases the lock
+    /// and leaves the mutex permanently not recoverable (pthread semantics): every later
+    /// lock, in every process, fails with [`LockError::NotRecoverable`] until
+    /// [`RobustMutex::reinit`]. The result is then [`Error::OwnerDied`]. Use it when
+    /// the data cannot be repaired and must not be used again; otherwise use
+    /// [`into_repair`](Self::into_repair). Every other variant converts as
+    /// `into_repair` converts it, without touching the mutex.
+    pub fn abandon(self) -> Error {
+        match self.split() {
+            Ok(guard) => {
+                drop(guard);
+                Error::OwnerDied("robust mutex")
+            }
+            Err(raw) => raw.into_error("robust mutex"),
+        }
+    }
+
+    /// The guard of `OwnerDied`, or the raw error every other variant mirrors.
+    fn split(self) -> core::result::Result<OwnerDiedGuard<'a, T>, RawLockError> {
+        Err(match self {
+            LockError::OwnerDied(guard) => return Ok(guard),
+            LockError::WouldBlock => RawLockError::WouldBlock,
+            LockError::TimedOut => RawLockError::TimedOut,
+            LockError::Deadlock => RawLockError::Deadlock,
+            LockError::NotRecoverable => RawLockError::NotRecoverable,
+            LockError::Os(e) => RawLockError::Os(e),
+            LockError::Corrupt { word, found } => RawLockError::Corrupt { word, found },
+        })
     }
 }
 

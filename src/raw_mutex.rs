@@ -15,6 +15,7 @@
 //! owner's death.
 
 use core::fmt;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::futex::Deadline;
@@ -86,14 +87,15 @@ impl fmt::Display for MutexWord {
 
 impl RawLockError {
     /// This error as the crate's [`Error`], naming `what` was being locked (e.g.
-    /// `"lease table lock"`): [`Error::TimedOut`], [`Error::Corrupt`], or
-    /// [`Error::Os`] with the pthread error number.
+    /// `"lease table lock"`): [`Error::TimedOut`], [`Error::WouldBlock`],
+    /// [`Error::Corrupt`], or [`Error::Os`] with the pthread error number (`EDEADLK`,
+    /// `ENOTRECOVERABLE`, ...).
     #[cold]
     pub(crate) fn into_error(self, what: &'static str) -> Error {
         let errno = match self {
             RawLockError::TimedOut => return Error::TimedOut(what),
+            RawLockError::WouldBlock => return Error::WouldBlock(what),
             RawLockError::Corrupt { .. } => return Error::Corrupt(format!("{what}: {self}")),
-            RawLockError::WouldBlock => libc::EBUSY,
             RawLockError::Deadlock => libc::EDEADLK,
             RawLockError::NotRecoverable => libc::ENOTRECOVERABLE,
             RawLockError::Os(e) => e,
@@ -104,7 +106,8 @@ impl RawLockError {
 
 impl From<RawLockError> for Error {
     /// [`RawLockError::Corrupt`] becomes [`Error::Corrupt`], `TimedOut`
-    /// [`Error::TimedOut`], every other variant [`Error::Os`] with its error number.
+    /// [`Error::TimedOut`], `WouldBlock` [`Error::WouldBlock`], every other variant
+    /// [`Error::Os`] with its error number.
     #[cold]
     fn from(e: RawLockError) -> Error {
         e.into_error("mutex lock")
@@ -606,11 +609,25 @@ impl RawRobustMutex {
         }
     }
 
-    /// Blocks until the lock is acquired or `deadline` (absolute, `CLOCK_MONOTONIC`)
-    /// passes. A lock that is free is acquired even if the deadline has passed; a
-    /// held lock with a past deadline gives [`RawLockError::TimedOut`] at once.
+    /// Blocks until the lock is acquired or `timeout` has passed
+    /// ([`RawLockError::TimedOut`]). A free lock is acquired even with a zero timeout.
     #[inline]
-    pub fn lock_deadline(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Acquired, RawLockError> {
+        self.lock_until(Deadline::after(timeout))
+    }
+
+    /// Blocks until the lock is acquired or `deadline` passes. A lock that is free is
+    /// acquired even if the deadline has passed; a held lock with a past deadline gives
+    /// [`RawLockError::TimedOut`] at once.
+    #[inline]
+    pub fn lock_deadline(&self, deadline: Instant) -> Result<Acquired, RawLockError> {
+        self.lock_until(Deadline::from_instant(deadline))
+    }
+
+    /// [`lock_deadline`](Self::lock_deadline) with the crate's `CLOCK_MONOTONIC`
+    /// deadline.
+    #[inline]
+    pub(crate) fn lock_until(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
         {
             let r = if self.kind_ok() {
@@ -662,11 +679,13 @@ impl RawRobustMutex {
             .with_mut(|m| unsafe { libc::pthread_mutex_timedlock(m, &ts) })
     }
 
-    /// Releases the lock. Returns 0, or an error number: `EPERM` from pthread if the
-    /// caller broke the safety contract, or `EINVAL` if glibc's kind word is corrupt
-    /// (see [`lock`](Self::lock)): glibc is then not called, and the lock stays held by
-    /// this thread and on its robust list, so the kernel marks it owner-died when the
-    /// thread exits (keep the memory mapped until then).
+    /// Releases the lock. Fails with [`RawLockError::Os`]`(EPERM)` from pthread if the
+    /// calling thread does not hold it (the caller broke the safety contract, or the
+    /// lock was inherited across `fork`), or with [`RawLockError::Corrupt`] if glibc's
+    /// kind word is corrupt (see [`lock`](Self::lock)): glibc is then not called, and
+    /// the lock stays held by this thread and on its robust list, so the kernel marks
+    /// it owner-died when the thread exits (keep the memory mapped until then). Either
+    /// way there is nothing to retry.
     ///
     /// # Safety
     ///
@@ -675,7 +694,30 @@ impl RawRobustMutex {
     ///   but the data the lock protects may already have been touched without it);
     /// - a reference to data protected by the lock outlives this call.
     #[inline]
-    pub unsafe fn unlock(&self) -> i32 {
+    pub unsafe fn unlock(&self) -> Result<(), RawLockError> {
+        // SAFETY: forwarded: the caller's promises are `unlock_raw`'s.
+        match unsafe { self.unlock_raw() } {
+            0 => Ok(()),
+            r => Err(self.unlock_failed(r)),
+        }
+    }
+
+    #[cold]
+    fn unlock_failed(&self, r: i32) -> RawLockError {
+        if r == libc::EINVAL && !self.kind_ok() {
+            return self.corrupt_kind();
+        }
+        RawLockError::Os(r)
+    }
+
+    /// [`unlock`](Self::unlock) returning pthread's number: 0, `EPERM`, or `EINVAL` for
+    /// a corrupt kind word (glibc not called).
+    ///
+    /// # Safety
+    ///
+    /// As for [`unlock`](Self::unlock).
+    #[inline]
+    pub(crate) unsafe fn unlock_raw(&self) -> i32 {
         #[cfg(not(shmsync_loom))]
         {
             if !self.kind_ok() {
@@ -1030,12 +1072,9 @@ mod tests {
         };
         assert_eq!(m.try_lock(), Err(corrupt));
         assert_eq!(m.lock(), Err(corrupt));
-        assert_eq!(
-            m.lock_deadline(Deadline::after(Duration::ZERO)),
-            Err(corrupt)
-        );
+        assert_eq!(m.lock_timeout(Duration::ZERO), Err(corrupt));
         // SAFETY: not held; the check refuses before glibc could report EPERM.
-        assert_eq!(unsafe { m.unlock() }, libc::EINVAL);
+        assert_eq!(unsafe { m.unlock() }, Err(corrupt));
         // SAFETY: not held, but glibc is not reached (the check refuses first).
         assert_eq!(unsafe { m.make_consistent() }, Err(corrupt));
         assert!(matches!(Error::from(corrupt), Error::Corrupt(_)));
@@ -1043,7 +1082,7 @@ mod tests {
         unsafe { m.reinit() }.unwrap();
         assert_eq!(m.try_lock(), Ok(Acquired::Clean));
         // SAFETY: held by this thread (just locked).
-        assert_eq!(unsafe { m.unlock() }, 0);
+        assert_eq!(unsafe { m.unlock() }, Ok(()));
     }
 
     use core::time::Duration;

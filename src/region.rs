@@ -378,7 +378,7 @@ pub struct EntryInfo {
 /// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
 /// let lock = region.get_or_init::<RawRobustMutex>("lock", ())?;
 /// assert!(lock.try_lock().is_ok());
-/// # unsafe { lock.unlock() };
+/// # unsafe { lock.unlock() }?;
 /// // A second lookup finds the same object; the wrong type is an error.
 /// assert!(core::ptr::eq(lock, region.get::<RawRobustMutex>("lock")?));
 /// # Ok::<(), shmsync::Error>(())

@@ -80,6 +80,19 @@ impl fmt::Display for SemError {
 
 impl std::error::Error for SemError {}
 
+impl From<SemError> for Error {
+    /// `Overflow` becomes [`Error::Overflow`], `TimedOut` [`Error::TimedOut`] and
+    /// `WouldBlock` [`Error::WouldBlock`], each naming the semaphore.
+    #[cold]
+    fn from(e: SemError) -> Error {
+        match e {
+            SemError::Overflow => Error::Overflow("semaphore value"),
+            SemError::TimedOut => Error::TimedOut("semaphore permit"),
+            SemError::WouldBlock => Error::WouldBlock("semaphore permit"),
+        }
+    }
+}
+
 /// A counting semaphore that lives in shared memory. 8 bytes, 4-byte aligned,
 /// `#[repr(C)]`; see the [module documentation](self) for the layout and protocol.
 ///
@@ -303,7 +316,7 @@ impl Semaphore {
     /// As [`wait_deadline`](Self::wait_deadline), with the crate's [`Deadline`]
     /// (absolute `CLOCK_MONOTONIC`).
     #[inline]
-    pub fn wait_until(&self, deadline: Deadline) -> Result<(), SemError> {
+    pub(crate) fn wait_until(&self, deadline: Deadline) -> Result<(), SemError> {
         if self.try_wait().is_ok() {
             return Ok(());
         }

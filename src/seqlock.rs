@@ -44,6 +44,7 @@ use core::fmt;
 #[cfg(shmsync_loom)]
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
+use std::time::{Duration, Instant};
 
 use bytemuck::{AnyBitPattern, NoUninit};
 
@@ -110,8 +111,12 @@ impl<T> Slot<T> {
 #[non_exhaustive]
 pub enum SeqLockError {
     /// The deadline passed first: for a read, writers kept overwriting the copy being
-    /// read; for a write, another writer held the writer lock.
+    /// read; for a write, another writer held the writer lock. Retry later, or report.
     TimedOut,
+    /// A `try_*` call could not complete without waiting: for
+    /// [`try_read`](SeqLock::try_read), writers overwrote the copy while it was being
+    /// read; for [`try_write`](SeqLock::try_write), another writer holds the lock.
+    WouldBlock,
     /// The writer lock could not be taken (e.g. [`RawLockError::Deadlock`]: a `write`
     /// closure called `write` on the same lock).
     Lock(RawLockError),
@@ -121,6 +126,7 @@ impl fmt::Display for SeqLockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SeqLockError::TimedOut => f.write_str("seqlock: timed out"),
+            SeqLockError::WouldBlock => f.write_str("seqlock: would block"),
             SeqLockError::Lock(e) => write!(f, "seqlock writer lock: {e}"),
         }
     }
@@ -128,10 +134,24 @@ impl fmt::Display for SeqLockError {
 
 impl std::error::Error for SeqLockError {}
 
+impl From<SeqLockError> for Error {
+    /// `TimedOut` and `WouldBlock` become [`Error::TimedOut`] and [`Error::WouldBlock`];
+    /// a writer-lock failure converts as [`RawLockError`] does.
+    #[cold]
+    fn from(e: SeqLockError) -> Error {
+        match e {
+            SeqLockError::TimedOut => Error::TimedOut("seqlock"),
+            SeqLockError::WouldBlock => Error::WouldBlock("seqlock"),
+            SeqLockError::Lock(e) => e.into_error("seqlock writer lock"),
+        }
+    }
+}
+
 impl From<RawLockError> for SeqLockError {
     fn from(e: RawLockError) -> SeqLockError {
         match e {
             RawLockError::TimedOut => SeqLockError::TimedOut,
+            RawLockError::WouldBlock => SeqLockError::WouldBlock,
             other => SeqLockError::Lock(other),
         }
     }
@@ -335,7 +355,7 @@ impl WriterGuard<'_> {
         }
         // SAFETY: this guard exists only while this thread holds the lock, and no
         // reference to the copies outlives the write.
-        unsafe { self.lock.unlock() }
+        unsafe { self.lock.unlock_raw() }
     }
 }
 
@@ -415,17 +435,30 @@ impl<T: AnyBitPattern> SeqLock<T> {
         }
     }
 
-    /// One read attempt: `None` if writers overwrote the copy while it was being read
-    /// (see [`read`](Self::read)).
+    /// One read attempt: [`SeqLockError::WouldBlock`] if writers overwrote the copy
+    /// while it was being read (see [`read`](Self::read)).
     #[inline]
-    pub fn try_read(&self) -> Option<T> {
-        self.try_read_versioned().map(|(value, _)| value)
+    pub fn try_read(&self) -> core::result::Result<T, SeqLockError> {
+        match self.try_read_versioned() {
+            Some((value, _)) => Ok(value),
+            None => Err(SeqLockError::WouldBlock),
+        }
     }
 
-    /// Reads the current value, retrying until `deadline` (absolute, `CLOCK_MONOTONIC`)
-    /// passes, then failing with [`SeqLockError::TimedOut`]. At least one attempt is
-    /// made even if the deadline has passed.
-    pub fn read_deadline(&self, deadline: Deadline) -> core::result::Result<T, SeqLockError> {
+    /// Reads the current value, retrying for at most `timeout`, then failing with
+    /// [`SeqLockError::TimedOut`]. At least one attempt is made.
+    pub fn read_timeout(&self, timeout: Duration) -> core::result::Result<T, SeqLockError> {
+        self.read_until(Deadline::after(timeout))
+    }
+
+    /// Reads the current value, retrying until `deadline` passes, then failing with
+    /// [`SeqLockError::TimedOut`]. At least one attempt is made even if the deadline
+    /// has passed.
+    pub fn read_deadline(&self, deadline: Instant) -> core::result::Result<T, SeqLockError> {
+        self.read_until(Deadline::from_instant(deadline))
+    }
+
+    fn read_until(&self, deadline: Deadline) -> core::result::Result<T, SeqLockError> {
         if let Some((value, _)) = self.try_read_versioned() {
             return Ok(value);
         }
@@ -659,14 +692,46 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         })
     }
 
-    /// As [`write`](Self::write), giving up with [`SeqLockError::TimedOut`] if the
-    /// writer lock is not acquired by `deadline` (absolute, `CLOCK_MONOTONIC`).
+    /// As [`write`](Self::write) if no other writer holds the writer lock now;
+    /// [`SeqLockError::WouldBlock`] (and `f` is not called) otherwise.
+    pub fn try_write(
+        &self,
+        f: impl FnOnce(&mut T),
+    ) -> core::result::Result<WriteOutcome, SeqLockError> {
+        let acquired = self.writer.try_lock()?;
+        self.write_locked(acquired, |this, version| {
+            let mut value = this.published(version);
+            f(&mut value);
+            value
+        })
+    }
+
+    /// As [`write`](Self::write), giving up with [`SeqLockError::TimedOut`] (and not
+    /// calling `f`) if the writer lock is not acquired within `timeout`.
+    pub fn write_timeout(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut T),
+    ) -> core::result::Result<WriteOutcome, SeqLockError> {
+        self.write_until(Deadline::after(timeout), f)
+    }
+
+    /// As [`write`](Self::write), giving up with [`SeqLockError::TimedOut`] (and not
+    /// calling `f`) if the writer lock is not acquired by `deadline`.
     pub fn write_deadline(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce(&mut T),
+    ) -> core::result::Result<WriteOutcome, SeqLockError> {
+        self.write_until(Deadline::from_instant(deadline), f)
+    }
+
+    fn write_until(
         &self,
         deadline: Deadline,
         f: impl FnOnce(&mut T),
     ) -> core::result::Result<WriteOutcome, SeqLockError> {
-        let acquired = self.writer.lock_deadline(deadline)?;
+        let acquired = self.writer.lock_until(deadline)?;
         self.write_locked(acquired, |this, version| {
             let mut value = this.published(version);
             f(&mut value);
@@ -689,7 +754,7 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
     ///
     /// Errors: [`SeqLockError::TimedOut`] if a live writer holds the lock past
     /// `deadline`; [`SeqLockError::Lock`] if the lock fails otherwise.
-    pub fn repair(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
+    pub fn repair(&self, deadline: Instant) -> core::result::Result<bool, SeqLockError> {
         let acquired = self.writer.lock_deadline(deadline)?;
         // Relaxed: we hold the writer lock (see `write_locked`).
         let writing = self.seq.load(Ordering::Relaxed) & 1 == 1;
@@ -891,7 +956,7 @@ impl SeqLockView {
     ///
     /// A writer lock whose owner is alive or of unknown liveness is never taken from
     /// it: the lock below then waits for it until `deadline` ([`SeqLockError::TimedOut`]).
-    pub fn recover(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
+    pub fn recover(&self, deadline: Instant) -> core::result::Result<bool, SeqLockError> {
         // A writer whose death the kernel never marked (see
         // `RawRobustMutex::release_dead_owner`, which releases only a proven-dead
         // owner thread) would make the lock below time out.
@@ -915,10 +980,7 @@ impl SeqLockView {
             let _ = unsafe { self.writer.make_consistent() };
         }
         // SAFETY: we hold the writer lock.
-        let r = unsafe { self.writer.unlock() };
-        if r != 0 {
-            return Err(SeqLockError::Lock(RawLockError::Os(r)));
-        }
+        unsafe { self.writer.unlock() }?;
         Ok(torn || owner_died)
     }
 }

@@ -61,7 +61,7 @@ fn populated(loc: &Location, opts: RegionOptions) -> Region {
     let leases = region
         .get_or_init::<LeasedSemaphore<4>>(NAMES[2], 2)
         .unwrap();
-    std::mem::forget(leases.try_acquire().unwrap().unwrap());
+    std::mem::forget(leases.try_acquire().unwrap());
     region.get_or_init::<SeqLock<u64>>(NAMES[3], 7).unwrap();
     region.get_or_init::<Condvar>(NAMES[4], ()).unwrap();
     region

@@ -30,7 +30,7 @@ fn race(args: &[String]) {
     let n = region.get_or_init::<RawRobustMutex>("n", ()).unwrap();
     assert!(m.lock().is_ok());
     // SAFETY: held by this thread.
-    assert_eq!(unsafe { m.unlock() }, 0);
+    assert_eq!(unsafe { m.unlock() }, Ok(()));
     assert!(!core::ptr::eq(m, n));
 }
 
@@ -115,7 +115,7 @@ fn an_object_initializer_killed_mid_init_is_taken_over() {
     let m = region.get_or_init::<RawRobustMutex>("second", ()).unwrap();
     assert!(m.try_lock().is_ok());
     // SAFETY: held by this thread.
-    unsafe { m.unlock() };
+    unsafe { m.unlock() }.unwrap();
     let names: Vec<_> = region
         .entries()
         .unwrap()

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use shmsync::test_hooks::Deadline;
 use shmsync::{Error, Kind, MutexState, RawRobustMutex, Segment, SeqLock};
 
 // ---------------------------------------------------------------------------------
@@ -214,7 +213,7 @@ fn big_reader(args: &[String]) {
     let mut reads = 0;
     while ctl.stop.load(Ordering::Relaxed) == 0 {
         let v = lock
-            .read_deadline(Deadline::after(Duration::from_secs(5)))
+            .read_timeout(Duration::from_secs(5))
             .expect("a reader was blocked for 5 s");
         let n = verify(&v);
         assert!(n >= prev, "went backwards: {prev} then {n}");
@@ -359,7 +358,7 @@ fn writer_killed_mid_write_next_writer_repairs() {
 fn repair_after_writer_death_keeps_the_committed_value() {
     let name = common::ShmName::new("sl-repair");
     let (_seg, lock) = half_written(&name);
-    let deadline = || Deadline::after(common::WATCHDOG);
+    let deadline = || std::time::Instant::now() + common::WATCHDOG;
     assert_eq!(lock.repair(deadline()), Ok(true));
     assert_eq!(verify(&lock.read()), 1);
     assert_eq!(lock.sequence(), 1, "the committed value was re-published");
@@ -404,11 +403,7 @@ fn writer_killed_at_random_points() {
 
         let st = lock.state();
         let committed = ctl.last.load(Ordering::Relaxed);
-        let n = verify(
-            &lock
-                .read_deadline(Deadline::after(common::WATCHDOG))
-                .unwrap(),
-        );
+        let n = verify(&lock.read_timeout(common::WATCHDOG).unwrap());
         assert!(
             n == committed || n == committed + 1,
             "committed {committed}, read {n}: a committed value was lost"
@@ -735,8 +730,8 @@ fn read_deadline_in_the_past_still_reads_once() {
     let seg = scratch();
     // SAFETY: fresh, exclusive mapping outliving `lock`.
     let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 42u64) }.unwrap();
-    assert_eq!(lock.read_deadline(Deadline::now()), Ok(42));
-    assert_eq!(lock.try_read(), Some(42));
+    assert_eq!(lock.read_deadline(std::time::Instant::now()), Ok(42));
+    assert_eq!(lock.try_read(), Ok(42));
 }
 
 // ---------------------------------------------------------------------------------

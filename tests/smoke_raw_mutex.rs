@@ -44,12 +44,12 @@ fn owner_death_is_reported_to_the_next_locker() {
     // SAFETY: held by this thread.
     unsafe {
         m.make_consistent().unwrap();
-        assert_eq!(m.unlock(), 0);
+        assert_eq!(m.unlock(), Ok(()));
     }
     assert_eq!(m.lock(), Ok(Acquired::Clean));
     assert_eq!(m.lock(), Err(shmsync::RawLockError::Deadlock));
     // SAFETY: held by this thread.
-    assert_eq!(unsafe { m.unlock() }, 0);
+    assert_eq!(unsafe { m.unlock() }, Ok(()));
 }
 
 #[test]
@@ -73,6 +73,6 @@ fn a_dead_owner_the_kernel_missed_is_released() {
     // SAFETY: held by this thread.
     unsafe {
         m.make_consistent().unwrap();
-        assert_eq!(m.unlock(), 0);
+        assert_eq!(m.unlock(), Ok(()));
     }
 }

@@ -270,7 +270,7 @@ fn inspect_and_recover_a_mutex_whose_holder_was_killed() {
     assert_eq!(entry(&out["after"], "lock")["state"], "free");
     assert_eq!(m.lock(), Ok(Acquired::Clean));
     // SAFETY: held by this thread.
-    unsafe { m.unlock() };
+    unsafe { m.unlock() }.unwrap();
 
     // Nothing left: exit 0, and the text says so per object.
     let run = tool(&["recover", name.as_str()]);
