@@ -40,7 +40,7 @@ use crate::sync::{futex_impl as futex, AtomicU32, Ordering};
 ///
 /// # Headerless
 ///
-/// Unlike the mutex, a condvar carries no [`ObjectHeader`](crate::header::ObjectHeader):
+/// Unlike the mutex, a condvar carries no `ObjectHeader`:
 /// all-zero memory is a valid condvar with no waiters, and *every* value of the word is
 /// a valid state, so there is nothing a header could let [`attach`](Self::attach)
 /// refuse that would otherwise be unsafe, and it stays 8 bytes. Its kind is recorded by
@@ -257,11 +257,34 @@ impl Condvar {
     /// As [`wait_while`](Self::wait_while).
     pub fn wait_timeout_while<'a, T: AnyBitPattern>(
         &self,
-        mut guard: MutexGuard<'a, T>,
+        guard: MutexGuard<'a, T>,
         timeout: Duration,
+        condition: impl FnMut(&mut T) -> bool,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        self.wait_while_until(guard, Deadline::after(timeout), condition)
+    }
+
+    /// Waits while `condition` returns true, until `deadline` at the latest.
+    /// `timed_out()` is true only if the condition still held when time ran out.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_while`](Self::wait_while).
+    pub fn wait_deadline_while<'a, T: AnyBitPattern>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Instant,
+        condition: impl FnMut(&mut T) -> bool,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        self.wait_while_until(guard, Deadline::from_instant(deadline), condition)
+    }
+
+    fn wait_while_until<'a, T: AnyBitPattern>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        deadline: Deadline,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
-        let deadline = Deadline::after(timeout);
         loop {
             if !condition(&mut *guard) {
                 return Ok((guard, WaitTimeoutResult(false)));

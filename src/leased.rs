@@ -172,8 +172,8 @@ impl LeaseSlot {
 }
 
 /// A counting semaphore whose permits are leases recorded per holding process; the
-/// permits of dead holders can be [reclaimed](Self::reclaim_dead). See the [module
-/// documentation](self) for the design.
+/// permits of dead holders can be [reclaimed](Self::reclaim_dead). See the module
+/// documentation of `src/leased.rs` for the design.
 ///
 /// `#[repr(C)]`, 8-aligned; with the default 64 slots it is 1640 bytes on 64-bit glibc
 /// (24-byte header, 64-byte robust mutex, 16 bytes of counters, 64 × 24-byte slots).
@@ -734,7 +734,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// Returns the permits of every holder that is proven dead ([`Liveness::Dead`]: no
     /// thread of it remains, or its pid is now another process). [`Liveness::Unknown`]
     /// counts as alive: a holder recorded in another pid namespace, or any holder while
-    /// `/proc` is not this namespace's, keeps its permits (see [`crate::process`]).
+    /// `/proc` is not this namespace's, keeps its permits (see [`Liveness`]).
     /// Liveness is re-checked under the table lock, so a holder is never reclaimed on
     /// the strength of a stale reading. Wakes the waiters if anything was reclaimed.
     ///

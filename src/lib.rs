@@ -1,13 +1,6 @@
-//! # shmsync
+#![doc = include_str!("../README.md")]
 //!
-//! Process-shared synchronization primitives that live *inside* a shared-memory
-//! segment — a robust mutex with a condition variable, a futex semaphore and a seqlock —
-//! with position-independent `#[repr(C)]` layouts, usable from any process that maps the
-//! segment at any address, and recoverable when a process dies holding one.
-//!
-//! Linux only (glibc first; musl builds).
-//!
-//! ## The pieces
+//! # API overview
 //!
 //! - [`Segment`]: one owned `MAP_SHARED` mapping — POSIX (`shm_open`), SysV (`shmget`),
 //!   `memfd` (sealed, passed over a Unix socket), a file, or anonymous (inherited across
@@ -20,18 +13,27 @@
 //!   [`OwnerDiedGuard::make_consistent`].
 //! - [`Condvar`]: a futex-sequence condition variable for [`RobustMutex`]; a waiter that
 //!   dies consumes nothing.
-//! - `Semaphore`: a futex counting semaphore with adaptive spinning; `LeasedSemaphore`
+//! - [`Semaphore`]: a futex counting semaphore with adaptive spinning; [`LeasedSemaphore`]
 //!   records who holds permits so `reclaim_dead()` returns those of dead processes.
-//! - `SeqLock<T>`: readers never write shared memory and never see a torn value, even
+//! - [`SeqLock<T>`]: readers never write shared memory and never see a torn value, even
 //!   when a writer is killed mid-write (two copies, robust writer lock).
-//! - [`inspect`]: what the `shmsync` operator tool prints and recovers.
+//! - [`inspect`]: the operator and tooling surface — region and object reports,
+//!   recovery, finding and verifying regions ([`inspect::probe`]), the table entries
+//!   and format constants: what the `shmsync` tool prints and does.
+//!
+//! Every blocking operation comes as `op()`, `try_op()`, `op_timeout(Duration)` and
+//! `op_deadline(Instant)`; `try_*` returns `Err` with a `WouldBlock` variant. Each
+//! primitive's error type converts into [`Error`] (with `From`, except [`LockError`],
+//! which converts through [`LockError::into_repair`] or [`LockError::abandon`] so an
+//! owner-died guard is never dropped by accident).
 //!
 //! ## Example: a counter shared by two processes, one of which dies holding the lock
 //!
 //! ```
 //! use shmsync::{LockError, Region, RobustMutex, Segment};
 //!
-//! #[derive(Clone, Copy, Default, bytemuck::AnyBitPattern)]
+//! #[derive(Clone, Copy, Default, shmsync::bytemuck::AnyBitPattern)]
+//! #[bytemuck(crate = "shmsync::bytemuck")]
 //! #[repr(C)]
 //! struct Counter { value: u64, writing: u64 }
 //!

@@ -153,7 +153,7 @@ impl ProcessIdentity {
     /// its own).
     ///
     /// The start time comes from `/proc/self/stat`, which names the caller even in a
-    /// `/proc` of an ancestor pid namespace (see the [module docs](self)). Fails if
+    /// `/proc` of an ancestor pid namespace (see [`Liveness`]). Fails if
     /// `/proc/self` cannot be read.
     pub fn current() -> io::Result<ProcessIdentity> {
         register_fork_handler();
@@ -221,7 +221,7 @@ impl ProcessIdentity {
     /// This identity packed into one non-zero word, so that claiming something (a
     /// region's init/table claim) is a single compare-and-swap: the pid in the low 22
     /// bits (Linux pids are below 2²²), the low 26 bits of the start time above it, and
-    /// a 16-bit tag of the pid namespace on top. Checked with [`packed_liveness`].
+    /// a 16-bit tag of the pid namespace on top. Checked with `packed_liveness`.
     pub fn packed(&self) -> u64 {
         u64::from(self.pid & PID_MASK)
             | (self.start_time & START_MASK) << 22

@@ -811,7 +811,7 @@ impl RawRobustMutex {
     /// locker gets [`Acquired::OwnerDied`] instead of hanging. Returns the dead TID it
     /// released, or `None` (free, owner alive or unknown, or the word changed meanwhile).
     ///
-    /// The owner is judged by its thread id ([`process::thread_liveness`]): an exited
+    /// The owner is judged by its thread id (`thread_liveness`): an exited
     /// thread is dead even while other threads of its process run (the kernel would have
     /// handed on its robust mutexes at that exit), a running thread is alive whether or
     /// not it is its process's main thread, and an owner whose liveness is unknown (e.g.

@@ -365,7 +365,7 @@ pub struct EntryInfo {
     pub size: u64,
     /// Alignment in bytes.
     pub align: u32,
-    /// [`type_hash`] of its Rust type.
+    /// `type_hash` of its Rust type.
     pub type_hash: u64,
 }
 
@@ -398,7 +398,7 @@ pub struct Region {
 /// `shmsync inspect` does):
 ///
 /// ```
-/// use shmsync::region::{Location, RegionOptions};
+/// use shmsync::{Location, RegionOptions};
 /// use shmsync::{Error, RawRobustMutex, Region};
 /// # let loc = Location::parse(&format!("/shmsync-doc-ro-{}", std::process::id()))?;
 /// # let _creator = Region::create(&loc, 1 << 16)?;
@@ -466,7 +466,7 @@ macro_rules! setters {
 }
 
 impl RegionOptions {
-    /// The defaults: capacity [`DEFAULT_CAPACITY`], wait [`DEFAULT_WAIT`], initializing,
+    /// The defaults: capacity [`DEFAULT_CAPACITY`](Region::DEFAULT_CAPACITY), wait [`DEFAULT_WAIT`](Region::DEFAULT_WAIT), initializing,
     /// read-write, own segments only, mode 0600.
     pub fn new() -> RegionOptions {
         RegionOptions::default()
@@ -542,7 +542,7 @@ impl Region {
         Ok(region)
     }
 
-    /// Opens an existing region (waiting up to [`DEFAULT_WAIT`] for its initializer; a
+    /// Opens an existing region (waiting up to [`DEFAULT_WAIT`](Region::DEFAULT_WAIT) for its initializer; a
     /// dead initializer is taken over).
     pub fn open(location: &Location) -> Result<Region> {
         Region::open_with(location, RegionOptions::default())
@@ -912,7 +912,7 @@ impl Region {
 
     /// The object named `name`, creating and initializing it with `init` if it does not
     /// exist yet. Races between processes are safe: exactly one initializes it; the
-    /// others wait (up to [`DEFAULT_WAIT`]) and then attach; if the initializer dies,
+    /// others wait (up to [`DEFAULT_WAIT`](Region::DEFAULT_WAIT)) and then attach; if the initializer dies,
     /// another process takes over. [`Error::ReadOnly`] on a read-only region.
     pub fn get_or_init<T: Shared>(&self, name: &str, init: T::Init) -> Result<&T> {
         self.get_or_init_with(name, init, DEFAULT_WAIT)

@@ -16,7 +16,7 @@
 //! # Protocol
 //!
 //! * `try_wait` / the fast path of `wait`: CAS `value` from `v > 0` to `v - 1`.
-//! * `post_n(n)`: CAS `value` from `v` to `v + n` (refusing to pass [`MAX_VALUE`]), then,
+//! * `post_n(n)`: CAS `value` from `v` to `v + n` (refusing to pass [`MAX_VALUE`](Semaphore::MAX_VALUE)), then,
 //!   only if `sleepers > 0`, `FUTEX_WAKE(value, n)`: no more sleepers woken than permits
 //!   added, and no system call when nobody sleeps.
 //! * slow path of `wait`: spin a bounded, adaptive number of rounds watching `value`;
@@ -60,7 +60,7 @@ pub(crate) const MAX_VALUE: u32 = i32::MAX as u32;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SemError {
-    /// `post` would have raised the value above [`MAX_VALUE`] (`sem_post`'s EOVERFLOW).
+    /// `post` would have raised the value above [`MAX_VALUE`](Semaphore::MAX_VALUE) (`sem_post`'s EOVERFLOW).
     Overflow,
     /// The deadline passed before a permit became available.
     TimedOut,
@@ -94,7 +94,7 @@ impl From<SemError> for Error {
 }
 
 /// A counting semaphore that lives in shared memory. 8 bytes, 4-byte aligned,
-/// `#[repr(C)]`; see the [module documentation](self) for the layout and protocol.
+/// `#[repr(C)]`; see the module documentation of `src/semaphore.rs` for the layout and protocol.
 ///
 /// ```
 /// use shmsync::{Segment, Semaphore};
@@ -208,7 +208,7 @@ impl Semaphore {
     /// Adds one permit, waking one sleeper if any.
     ///
     /// Fails with [`SemError::Overflow`], changing nothing, if the value is
-    /// [`MAX_VALUE`].
+    /// [`MAX_VALUE`](Semaphore::MAX_VALUE).
     #[inline]
     pub fn post(&self) -> Result<(), SemError> {
         self.post_n(1)
@@ -218,7 +218,7 @@ impl Semaphore {
     /// then no system call is made). `post_n(0)` does nothing.
     ///
     /// Fails with [`SemError::Overflow`], changing nothing, if the value would exceed
-    /// [`MAX_VALUE`].
+    /// [`MAX_VALUE`](Semaphore::MAX_VALUE).
     #[inline]
     pub fn post_n(&self, n: u32) -> Result<(), SemError> {
         if n == 0 {

@@ -225,7 +225,7 @@ impl fmt::Display for SeqLockState {
 /// [`read_deadline`](Self::read_deadline)) never write shared memory and never block on
 /// a writer; writers ([`write`](Self::write), [`store`](Self::store)) serialize on a
 /// [`RawRobustMutex`] shared by every process. The protocol is in the
-/// [module docs](crate::seqlock).
+/// module documentation of `src/seqlock.rs`.
 ///
 /// `T` must be [`AnyBitPattern`] (the bytes a reader validates are a `T` whatever
 /// they are) and, to be written, [`NoUninit`] (writers copy `T`'s bytes into shared
@@ -239,7 +239,7 @@ impl fmt::Display for SeqLockState {
 ///
 /// | offset | size | field |
 /// |---|---|---|
-/// | 0 | 24 | [`ObjectHeader`] (kind `SeqLock`; `aux` = `size_of::<T>()`) |
+/// | 0 | 24 | `ObjectHeader` (kind `SeqLock`; `aux` = `size_of::<T>()`) |
 /// | 24 | 8 | `seq` |
 /// | 32 | 64 | writer lock ([`RawRobustMutex`], with its own header) |
 /// | 96 | 2 × W·8 | the two copies, W = `ceil(size_of::<T>() / 8)` words each |

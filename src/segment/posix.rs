@@ -96,7 +96,7 @@ impl Segment {
     }
 
     /// Opens and maps the existing POSIX shared-memory object `name`, whole. Waits up to
-    /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
+    /// `SIZING_WAIT` (2 s) if its creator has not sized it yet.
     ///
     /// Refuses an object owned by another user ([`Error::ForeignOwner`]: someone else
     /// may have planted it under the expected name) or whose mode lets group or others
