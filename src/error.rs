@@ -5,10 +5,31 @@ use std::io;
 
 use crate::header::Kind;
 
-/// Everything that can go wrong creating, opening or attaching to a shared object.
+/// Everything that can go wrong creating, opening or attaching to a shared object, and
+/// what the primitives' own errors become when propagated with `?`.
 ///
-/// Lock and wait outcomes (owner died, timed out, …) are not errors of this type; they
-/// have their own enums next to the primitive ([`crate::LockError`], …).
+/// Each primitive reports lock and wait outcomes in its own enum ([`crate::LockError`],
+/// [`crate::RawLockError`], [`crate::SemError`], [`crate::SeqLockError`]), which the
+/// caller matches on; [`crate::SemError`], [`crate::SeqLockError`] and
+/// [`crate::RawLockError`] convert into this type with `From` (`TimedOut` becomes
+/// [`Error::TimedOut`], `WouldBlock` [`Error::WouldBlock`], ...), and
+/// [`crate::LockError`] through [`into_repair`](crate::LockError::into_repair) or
+/// [`abandon`](crate::LockError::abandon), so an owner-died guard is never dropped by a
+/// `?`.
+///
+/// ```
+/// use shmsync::{Error, Semaphore};
+///
+/// fn take(sem: &Semaphore) -> shmsync::Result<()> {
+///     sem.try_wait()?; // a SemError becomes an Error
+///     Ok(())
+/// }
+/// let sem = Semaphore::new(0);
+/// assert!(matches!(take(&sem), Err(Error::WouldBlock(_))));
+/// sem.post()?;
+/// take(&sem)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {

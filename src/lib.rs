@@ -83,7 +83,7 @@
 #![warn(unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 // Under loom the pthread, /proc and mmap paths are compiled out, which leaves helpers unused.
-#![cfg_attr(shmsync_loom, allow(dead_code, unused_imports))]
+#![cfg_attr(shmsync_loom, allow(dead_code, unused_imports, unreachable_pub))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytemuck::AnyBitPattern;
 
+use crate::error::Error;
 #[cfg(not(shmsync_loom))]
-use crate::error::{Error, Result};
+use crate::error::Result;
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
 use crate::raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
@@ -495,30 +496,58 @@ impl<T: AnyBitPattern + fmt::Debug> fmt::Debug for OwnerDiedGuard<'_, T> {
     }
 }
 
-/// Why a lock call did not return a [`MutexGuard`].
+/// Why a lock call did not return a [`MutexGuard`], and what to do about it.
 ///
 /// Only [`OwnerDied`](LockError::OwnerDied) holds the lock; with every other variant
-/// the caller does not hold it.
+/// the caller does not hold it. To propagate with `?`, go through
+/// [`into_repair`](LockError::into_repair) (keeps an owner-died guard to repair) or
+/// [`abandon`](LockError::abandon) (gives up on the data, leaving the mutex not
+/// recoverable); there is deliberately no `From<LockError> for Error`.
+///
+/// ```
+/// use shmsync::{LockError, RobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping that outlives `m`.
+/// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), 7u32)? };
+/// let held = m.lock().unwrap();
+/// // Held by this thread: a relock is Deadlock; another thread's try_lock WouldBlock.
+/// assert!(matches!(m.lock(), Err(LockError::Deadlock)));
+/// std::thread::scope(|s| {
+///     s.spawn(|| assert!(matches!(m.try_lock(), Err(LockError::WouldBlock))));
+/// });
+/// drop(held);
+/// assert_eq!(*m.try_lock().unwrap(), 7);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[non_exhaustive]
 pub enum LockError<'a, T: AnyBitPattern> {
     /// The previous owner died holding the lock. The guard **holds the lock**: repair
-    /// the data, then [`make_consistent`](OwnerDiedGuard::make_consistent).
+    /// the data, then [`make_consistent`](OwnerDiedGuard::make_consistent). If the data
+    /// cannot be repaired, [`abandon`](LockError::abandon) it (the mutex then stays not
+    /// recoverable until [`RobustMutex::reinit`]).
     OwnerDied(OwnerDiedGuard<'a, T>),
-    /// `try_lock`: another thread holds the lock.
+    /// `try_lock`: another thread holds the lock. Nothing changed; retry later or use a
+    /// blocking form.
     WouldBlock,
-    /// The timeout or deadline passed first.
+    /// The timeout or deadline passed first; the holder is alive (or of unknown
+    /// liveness). Retry, or report the holder (`state()` names it).
     TimedOut,
     /// The calling thread already holds the lock (the mutex is error-checking, so a
-    /// self-relock is reported instead of hanging).
+    /// self-relock is reported instead of hanging). A bug in the caller: release the
+    /// first guard before locking again.
     Deadlock,
     /// An owner died and its successor released the lock without `make_consistent`:
-    /// the mutex is unusable until [`RobustMutex::reinit`].
+    /// the mutex is unusable until [`RobustMutex::reinit`], which needs exclusive access
+    /// (no other process using the mutex) and resets the data's lock, not the data.
     NotRecoverable,
-    /// Any other error number from pthread.
+    /// Any other error number from pthread (`EPERM`, `EAGAIN`, ...). Not expected on a
+    /// correctly placed mutex; report it.
     Os(i32),
     /// A word of glibc's mutex holds a value that neither initialization nor glibc
     /// leaves there (corrupt or hostile shared memory); glibc was not called, and the
-    /// caller does not hold the lock. See [`RawLockError::Corrupt`].
+    /// caller does not hold the lock. See [`RawLockError::Corrupt`]. Stop using the
+    /// segment: whoever can write it is not following the protocol.
     Corrupt {
         /// Which word.
         word: MutexWord,
@@ -572,7 +601,7 @@ impl<'a, T: AnyBitPattern> LockError<'a, T> {
     /// assert_eq!(bump(m)?, 1);
     /// # Ok::<(), shmsync::Error>(())
     /// ```
-    pub fn into_repair(self) -> Result<OwnerDiedGuard<'a, T>> {
+    pub fn into_repair(self) -> crate::Result<OwnerDiedGuard<'a, T>> {
         self.split().map_err(|raw| raw.into_error("robust mutex"))
     }
 

@@ -36,20 +36,38 @@ pub enum Acquired {
     OwnerDied,
 }
 
-/// Why a lock was not acquired. The caller does not hold the lock.
+/// Why a lock was not acquired (or an unlock failed). The caller does not hold the
+/// lock — for an unlock: nothing was released. Converts into [`Error`] with `From`.
+///
+/// ```
+/// use shmsync::{Acquired, RawLockError, RawRobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// assert_eq!(m.lock(), Ok(Acquired::Clean));
+/// assert_eq!(m.lock(), Err(RawLockError::Deadlock));
+/// let e: shmsync::Error = RawLockError::TimedOut.into();
+/// assert!(matches!(e, shmsync::Error::TimedOut(_)));
+/// // SAFETY: held by this thread (locked above); no data borrow outlives it.
+/// unsafe { m.unlock() }?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RawLockError {
-    /// `try_lock`: another thread holds it.
+    /// `try_lock`: another thread holds it. Retry later or use a blocking form.
     WouldBlock,
-    /// The deadline passed first.
+    /// The deadline passed first; the holder is alive or of unknown liveness. Retry, or
+    /// report the holder ([`state`](RawRobustMutex::state)).
     TimedOut,
-    /// The calling thread already holds it (error-checking mutex).
+    /// The calling thread already holds it (error-checking mutex): a caller bug.
     Deadlock,
     /// An owner died and its successor unlocked without `make_consistent`: the mutex is
-    /// unusable until re-initialized under exclusive access.
+    /// unusable until [`reinit`](RawRobustMutex::reinit) under exclusive access.
     NotRecoverable,
-    /// Any other error number from pthread.
+    /// Any other error number from pthread; from `unlock`, `EPERM`: the calling thread
+    /// does not hold the lock (a caller bug, or a lock inherited across `fork`).
     Os(i32),
     /// A word of glibc's `pthread_mutex_t` that glibc acts on holds a value that neither
     /// this build's initialization nor glibc's own use leaves there (corrupt or hostile

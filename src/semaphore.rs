@@ -46,8 +46,9 @@ use core::fmt;
 use core::time::Duration;
 use std::time::Instant;
 
+use crate::error::Error;
 #[cfg(not(shmsync_loom))]
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::futex::{Deadline, WaitOutcome};
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
@@ -57,14 +58,30 @@ use crate::sync::{futex_impl, AtomicU32, Ordering};
 pub(crate) const MAX_VALUE: u32 = i32::MAX as u32;
 
 /// Why a semaphore operation did not complete. Nothing was changed in any case.
+/// Converts into [`Error`] with `From`.
+///
+/// ```
+/// use shmsync::{SemError, Semaphore};
+/// use std::time::Duration;
+///
+/// let sem = Semaphore::new(0);
+/// assert_eq!(sem.try_wait(), Err(SemError::WouldBlock));
+/// assert_eq!(sem.wait_timeout(Duration::ZERO), Err(SemError::TimedOut));
+/// assert_eq!(sem.post_n(Semaphore::MAX_VALUE + 1), Err(SemError::Overflow));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SemError {
-    /// `post` would have raised the value above [`MAX_VALUE`](Semaphore::MAX_VALUE) (`sem_post`'s EOVERFLOW).
+    /// `post` would have raised the value above [`MAX_VALUE`](Semaphore::MAX_VALUE)
+    /// (`sem_post`'s EOVERFLOW). More posts than waits: a caller bug, or a peer posting
+    /// for permits it never took.
     Overflow,
-    /// The deadline passed before a permit became available.
+    /// The deadline passed before a permit became available. Retry, or give up; a dead
+    /// process's permits are not returned to a plain semaphore (use
+    /// [`LeasedSemaphore`](crate::LeasedSemaphore) for that).
     TimedOut,
-    /// `try_wait`: no permit is available now.
+    /// `try_wait`: no permit is available now. Retry later or use a blocking form.
     WouldBlock,
 }
 

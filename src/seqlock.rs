@@ -48,8 +48,9 @@ use std::time::{Duration, Instant};
 
 use bytemuck::{AnyBitPattern, NoUninit};
 
+use crate::error::Error;
 #[cfg(not(shmsync_loom))]
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::futex::Deadline;
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
@@ -106,7 +107,24 @@ impl<T> Slot<T> {
     }
 }
 
-/// Why a seqlock operation did not complete.
+/// Why a seqlock operation did not complete; nothing was published. Converts into
+/// [`Error`] with `From`.
+///
+/// ```
+/// use shmsync::{RawLockError, Segment, SeqLock, SeqLockError};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping that outlives `lock`.
+/// let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 1u64)? };
+/// // A write from inside a `write` on the same lock is refused, not a hang.
+/// let inner = lock.write(|v| {
+///     *v += 1;
+///     let nested = lock.write(|_| {});
+///     assert_eq!(nested, Err(SeqLockError::Lock(RawLockError::Deadlock)));
+/// })?;
+/// assert_eq!((lock.read(), inner.version), (2, 1));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SeqLockError {
@@ -118,7 +136,9 @@ pub enum SeqLockError {
     /// read; for [`try_write`](SeqLock::try_write), another writer holds the lock.
     WouldBlock,
     /// The writer lock could not be taken (e.g. [`RawLockError::Deadlock`]: a `write`
-    /// closure called `write` on the same lock).
+    /// closure called `write` on the same lock — a caller bug; or
+    /// [`RawLockError::Corrupt`]: stop using the segment). See [`RawLockError`] for
+    /// each case.
     Lock(RawLockError),
 }
 

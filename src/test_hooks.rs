@@ -20,7 +20,9 @@
 //! let _ = thread_liveness(current_pid());
 //! ```
 
-pub use crate::futex::{wait, wake, wake_all, Deadline, WaitOutcome};
+#[cfg(not(shmsync_loom))]
+pub use crate::futex::wake_all;
+pub use crate::futex::{wait, wake, Deadline, WaitOutcome};
 pub use crate::header::{ObjectHeader, STATE_READY};
 pub use crate::process::{
     current_pid, current_pid_namespace, current_tid, packed_liveness, thread_group_of,
