@@ -111,6 +111,23 @@ static_assertions::assert_eq_size!(Condvar, [u8; 8]);
 static_assertions::const_assert_eq!(core::mem::align_of::<Condvar>(), 4);
 
 /// Whether a timed wait ended because its time ran out.
+///
+/// ```
+/// use shmsync::{Condvar, RobustMutex, Segment};
+/// use std::time::Duration;
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives both objects.
+/// let (m, cv) = unsafe {
+///     let base = seg.as_ptr();
+///     (RobustMutex::init_at(base.cast(), 0u32)?, Condvar::init_at(base.add(128).cast())?)
+/// };
+/// let guard = m.lock().unwrap();
+/// let (guard, result) = cv.wait_timeout(guard, Duration::from_millis(1)).unwrap();
+/// assert!(result.timed_out()); // nobody notified
+/// drop(guard);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitTimeoutResult(bool);
 

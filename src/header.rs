@@ -33,6 +33,17 @@ pub(crate) const STATE_INITIALIZING: u32 = 1;
 pub const STATE_READY: u32 = 2;
 
 /// What kind of object a header heads.
+///
+/// ```
+/// use shmsync::{Kind, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let entries = region.entries()?;
+/// assert_eq!(entries[0].kind, Kind::Mutex);
+/// println!("{} is a {}", entries[0].name, entries[0].kind); // "lock is a mutex"
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
 #[non_exhaustive]

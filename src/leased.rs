@@ -226,6 +226,21 @@ static_assertions::const_assert_eq!(core::mem::align_of::<LeasedSemaphore>(), 8)
 /// this process exits and [`LeasedSemaphore::reclaim_dead`] returns it, exactly as for
 /// a [forgotten](Permit::forget) permit. [`release`](Permit::release) has the same
 /// bound but reports the failure and hands the permit back, so the caller can retry.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Segment};
+///
+/// let seg = Segment::anonymous(1 << 16)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `sem`.
+/// let sem = unsafe { LeasedSemaphore::<4>::init_at(seg.as_ptr().cast(), 1)? };
+/// let permit = sem.acquire()?;
+/// assert_eq!(permit.identity().pid, std::process::id());
+/// assert_eq!(sem.value(), 0);
+/// permit.release().map_err(|e| e.into_permit())
+///     .unwrap_or_else(|p| drop(p)); // release, or fall back on Drop
+/// assert_eq!(sem.value(), 1);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[must_use = "dropping a Permit releases it at once"]
 pub struct Permit<'a, const SLOTS: usize = DEFAULT_SLOTS> {
     sem: &'a LeasedSemaphore<SLOTS>,
@@ -236,6 +251,18 @@ pub struct Permit<'a, const SLOTS: usize = DEFAULT_SLOTS> {
 }
 
 /// What [`LeasedSemaphore::reclaim_dead`] took back.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Segment};
+///
+/// let seg = Segment::anonymous(1 << 16)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `sem`.
+/// let sem = unsafe { LeasedSemaphore::<4>::init_at(seg.as_ptr().cast(), 2)? };
+/// let _held = sem.acquire()?; // a live holder: never reclaimed
+/// let reclaimed = sem.reclaim_dead()?;
+/// assert_eq!(reclaimed.permits(), 0);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reclaimed {
     /// Each dead holder and the permits it held, now available again.
@@ -250,6 +277,19 @@ impl Reclaimed {
 }
 
 /// One recorded lease, as [`LeasedSemaphore::leases`] reports it.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Liveness, Segment};
+///
+/// let seg = Segment::anonymous(1 << 16)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `sem`.
+/// let sem = unsafe { LeasedSemaphore::<4>::init_at(seg.as_ptr().cast(), 2)? };
+/// let _held = sem.acquire()?;
+/// let leases = sem.leases()?;
+/// assert_eq!(leases.len(), 1);
+/// assert_eq!((leases[0].permits, leases[0].liveness), (1, Liveness::Alive));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseInfo {
     /// The holding process.

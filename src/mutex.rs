@@ -332,6 +332,20 @@ impl<T: AnyBitPattern> fmt::Debug for RobustMutex<T> {
 /// `!Send` (a pthread mutex must be unlocked by the thread that locked it), and it
 /// borrows the mutex, which borrows the mapping: the segment cannot be unmapped while
 /// the lock is held (the kernel's robust-list walk would then meet unmapped memory).
+///
+/// ```
+/// use shmsync::{RobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), [0u8; 4])? };
+/// {
+///     let mut guard = m.lock().unwrap();
+///     guard[0] = 1; // DerefMut to the data
+/// } // unlocked here
+/// assert_eq!(m.lock().unwrap()[0], 1);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[must_use = "if unused the mutex unlocks at once"]
 pub struct MutexGuard<'a, T: AnyBitPattern> {
     pub(crate) mutex: &'a RobustMutex<T>,
@@ -420,6 +434,33 @@ impl<T: AnyBitPattern + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
 /// without that, the lock is released and the mutex becomes **not recoverable**: every
 /// later locker, in every process, gets [`LockError::NotRecoverable`] until
 /// [`RobustMutex::reinit`]. `!Send` and borrows the mutex, like [`MutexGuard`].
+///
+/// ```
+/// use shmsync::{LockError, MutexState, RobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), 5u64)? };
+/// // SAFETY: the child only locks and `_exit`s (async-signal-safe).
+/// let pid = unsafe { libc::fork() };
+/// if pid == 0 {
+///     std::mem::forget(m.lock());
+///     // SAFETY: `_exit` is always safe; the kernel marks the mutex owner-died.
+///     unsafe { libc::_exit(0) };
+/// }
+/// // SAFETY: reaping our own child.
+/// unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+/// assert_eq!(m.state(), MutexState::OwnerDied);
+/// match m.lock() {
+///     Err(LockError::OwnerDied(mut repair)) => {
+///         *repair = 0; // repair the data, then
+///         drop(repair.make_consistent()); // mark it consistent and unlock
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(*m.lock().unwrap(), 0);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[must_use = "repair the data and call make_consistent(); dropping this makes the mutex not recoverable"]
 pub struct OwnerDiedGuard<'a, T: AnyBitPattern> {
     mutex: &'a RobustMutex<T>,

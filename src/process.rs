@@ -75,6 +75,15 @@ use crate::sync::ProcessLocalU64;
 
 /// Who a process is, in a form that can be stored in shared memory (`#[repr(C)]`,
 /// 24 bytes, any bit pattern valid).
+///
+/// ```
+/// use shmsync::{Liveness, ProcessIdentity};
+///
+/// let me = ProcessIdentity::current()?;
+/// assert_eq!(me.pid, std::process::id());
+/// assert_eq!(me.liveness(), Liveness::Alive);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ProcessIdentity {
@@ -91,6 +100,19 @@ pub struct ProcessIdentity {
 static_assertions::assert_eq_size!(ProcessIdentity, [u8; 24]);
 
 /// Whether a recorded process still runs.
+///
+/// ```
+/// use shmsync::{Liveness, ProcessIdentity};
+///
+/// let me = ProcessIdentity::current()?;
+/// match me.liveness() {
+///     Liveness::Alive => {}
+///     Liveness::Dead => unreachable!("we are running"),
+///     Liveness::Unknown => {} // e.g. /proc of another pid namespace: reclaim nothing
+/// }
+/// assert!(!Liveness::Unknown.is_dead());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
     /// It runs (same pid and start time).

@@ -25,6 +25,22 @@ use crate::process::{self, Liveness};
 use crate::sync::UnsafeCell;
 
 /// How a lock was acquired. Either way the caller now holds the lock.
+///
+/// ```
+/// use shmsync::{Acquired, RawRobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// match m.lock()? {
+///     Acquired::Clean => {}
+///     // SAFETY: held by this thread (just acquired).
+///     Acquired::OwnerDied => unsafe { m.make_consistent()? }, // after repairing
+/// }
+/// // SAFETY: held by this thread; nothing borrowed from the lock outlives it.
+/// unsafe { m.unlock()? };
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "an OwnerDied acquisition must be repaired and made consistent"]
 pub enum Acquired {
@@ -85,6 +101,13 @@ pub enum RawLockError {
 /// Which word of glibc's `pthread_mutex_t` a [`RawLockError::Corrupt`] is about. (A
 /// one-byte tag, not a string, so lock results stay two words and return in registers
 /// on the uncontended path.)
+///
+/// ```
+/// use shmsync::{MutexWord, RawLockError};
+///
+/// let e = RawLockError::Corrupt { word: MutexWord::Kind, found: 7 };
+/// assert!(e.to_string().contains("kind"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MutexWord {
@@ -156,6 +179,20 @@ impl fmt::Display for RawLockError {
 impl std::error::Error for RawLockError {}
 
 /// What a mutex looks like from outside, read without locking it.
+///
+/// ```
+/// use shmsync::{MutexState, RawRobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// assert_eq!(m.state(), MutexState::Free);
+/// m.lock()?;
+/// assert!(matches!(m.state(), MutexState::Locked { .. }));
+/// // SAFETY: held by this thread.
+/// unsafe { m.unlock()? };
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MutexState {
@@ -213,6 +250,19 @@ impl fmt::Display for MutexState {
 
 /// A robust, process-shared, error-checking mutex without data, with a header.
 /// 64 bytes on x86_64 glibc; `#[repr(C)]`; never moved once placed.
+///
+/// ```
+/// use shmsync::{RawRobustMutex, Segment};
+/// use std::time::Duration;
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// m.lock_timeout(Duration::from_secs(1))?;
+/// // SAFETY: held by this thread; no data borrowed under it outlives the unlock.
+/// unsafe { m.unlock()? };
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[repr(C)]
 pub struct RawRobustMutex {
     header: ObjectHeader,

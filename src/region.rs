@@ -261,6 +261,16 @@ pub fn type_hash<T>() -> u64 {
 /// Where a region lives, parsed from the names the `shmsync` tool accepts:
 /// `/name` (POSIX shared memory: one leading slash, no other), `sysv:KEY` (decimal or
 /// `0x` hex), or a file path (anything else with a `/`, or `file:PATH`).
+///
+/// ```
+/// use shmsync::Location;
+///
+/// assert_eq!(Location::parse("/orders")?, Location::Posix("/orders".into()));
+/// assert_eq!(Location::parse("sysv:0x10")?, Location::SysV(16));
+/// assert_eq!(Location::parse("./orders.shm")?, Location::File("./orders.shm".into()));
+/// assert_eq!(Location::parse("/orders")?.to_string(), "/orders");
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     /// POSIX shared memory.
@@ -353,6 +363,16 @@ impl core::fmt::Display for Location {
 }
 
 /// A table entry, as read and validated from the segment.
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let entry = &region.entries()?[0];
+/// assert_eq!((entry.name.as_str(), entry.kind), ("lock", shmsync::Kind::Mutex));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
     /// The object's name.

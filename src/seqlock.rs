@@ -178,6 +178,17 @@ impl From<RawLockError> for SeqLockError {
 }
 
 /// What a successful write did besides publishing.
+///
+/// ```
+/// use shmsync::{Segment, SeqLock};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `lock`.
+/// let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 0u64)? };
+/// let outcome = lock.store(7)?;
+/// assert_eq!((outcome.version, outcome.repaired), (1, false));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteOutcome {
     /// The previous writer died holding the writer lock (perhaps halfway through
@@ -190,6 +201,17 @@ pub struct WriteOutcome {
 }
 
 /// A diagnostic snapshot of a seqlock, for tools (see [`SeqLock::state`]).
+///
+/// ```
+/// use shmsync::{Segment, SeqLock};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `lock`.
+/// let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 0u64)? };
+/// let state = lock.state();
+/// assert!(!state.writing && !state.is_torn());
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqLockState {
     /// Published writes so far.
@@ -918,6 +940,20 @@ impl<T: AnyBitPattern> fmt::Debug for SeqLock<T> {
 /// The part of every [`SeqLock<T>`] that does not depend on `T` — header, counter and
 /// writer lock, at the same offsets — for tools that inspect or recover a seqlock
 /// without knowing its payload type (the `shmsync` operator tool).
+///
+/// ```
+/// use shmsync::{inspect::SeqLockView, Segment, SeqLock};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives both references.
+/// let view = unsafe {
+///     SeqLock::init_at(seg.as_ptr().cast(), [0u64; 4])?;
+///     SeqLockView::attach(seg.as_ptr().cast())?
+/// };
+/// assert_eq!(view.payload_size(), 32);
+/// assert!(!view.state().is_torn());
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[cfg(not(shmsync_loom))]
 #[repr(C)]
 pub struct SeqLockView {

@@ -109,6 +109,14 @@ impl Segment {
 }
 
 /// What a [`Segment`] is mapped from.
+///
+/// ```
+/// use shmsync::{Backing, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// assert!(matches!(seg.backing(), Backing::Anonymous));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Backing {
@@ -140,6 +148,15 @@ pub enum Backing {
 
 /// An owned shared mapping. `Send + Sync`: the mapping is plain memory that every
 /// object placed in it synchronizes on its own.
+///
+/// ```
+/// use shmsync::Segment;
+///
+/// let seg = Segment::anonymous(4096)?; // inherited by fork children
+/// assert_eq!(seg.len(), 4096);
+/// assert_eq!(seg.as_ptr() as usize % 4096, 0); // page-aligned
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Segment {
     ptr: NonNull<u8>,
