@@ -785,6 +785,17 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         self.reclaim_inner(None, |id| id.liveness() == Liveness::Dead)
     }
 
+    /// [`reclaim_dead`](Self::reclaim_dead) without waiting: [`Error::WouldBlock`] if
+    /// another process holds the table lock beyond a brief spin.
+    pub fn try_reclaim_dead(&self) -> Result<Reclaimed> {
+        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+        let _released: Option<u32> = self.lock.release_dead_owner();
+        let table = self
+            .try_lock_table()?
+            .ok_or(Error::WouldBlock("lease table lock"))?;
+        self.reclaim_locked(table, |id| id.liveness() == Liveness::Dead)
+    }
+
     /// [`reclaim_dead`](Self::reclaim_dead), giving up with
     /// [`Error::TimedOut`]`("lease table lock")` if the table lock cannot be had
     /// within `timeout` (a live process holding it, e.g. one stopped by a debugger).
@@ -816,14 +827,24 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     fn reclaim_inner(
         &self,
         deadline: Option<Deadline>,
-        mut is_dead: impl FnMut(&ProcessIdentity) -> bool,
+        is_dead: impl FnMut(&ProcessIdentity) -> bool,
     ) -> Result<Reclaimed> {
         // A table lock held by a thread that is provably dead but was never marked
         // owner-died (the kernel skipped its robust list) would block us forever; mark
         // it, so that the lock below gets OwnerDied and repairs.
         #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
         let _released: Option<u32> = self.lock.release_dead_owner();
-        let mut table = self.lock_table(deadline)?;
+        let table = self.lock_table(deadline)?;
+        self.reclaim_locked(table, is_dead)
+    }
+
+    /// Reclaims, under the table lock `table`, the leases of every holder `is_dead`
+    /// says is dead.
+    fn reclaim_locked(
+        &self,
+        mut table: Table<'_, SLOTS>,
+        mut is_dead: impl FnMut(&ProcessIdentity) -> bool,
+    ) -> Result<Reclaimed> {
         let mut reclaimed = Reclaimed::default();
         for s in &self.slots {
             let c = s.count();

@@ -340,10 +340,20 @@ fn tools_read_leases_and_reclaim_with_a_deadline_while_a_live_process_holds_the_
         (leases[0].permits, leases[0].liveness),
         (1, Liveness::Alive)
     );
-    // Reclaim gives up at its deadline instead of blocking.
+    // Reclaim gives up at its deadline instead of blocking; the try form at once.
     let r = sem.reclaim_dead_timeout(Duration::from_millis(50));
     assert!(
         matches!(r, Err(Error::TimedOut("lease table lock"))),
+        "{r:?}"
+    );
+    let r = sem.reclaim_dead_deadline(std::time::Instant::now() + Duration::from_millis(50));
+    assert!(
+        matches!(r, Err(Error::TimedOut("lease table lock"))),
+        "{r:?}"
+    );
+    let r = sem.try_reclaim_dead();
+    assert!(
+        matches!(r, Err(Error::WouldBlock("lease table lock"))),
         "{r:?}"
     );
     // Once the holder is dead, reclaim gets the owner-died lock and the permit back.

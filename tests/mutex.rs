@@ -230,6 +230,60 @@ fn unrepaired_owner_death_is_not_recoverable_everywhere_until_reinit() {
     assert_eq!(*m.lock().unwrap(), Pair { a: 1, b: 1 });
 }
 
+/// Locks through `?` the way the README shows: `into_repair` hands back the guard of
+/// an owner-died lock, and every other error propagates as a `shmsync::Error`.
+fn lock_and_repair(m: &RobustMutex<Pair>) -> shmsync::Result<Pair> {
+    let mut g = match m.try_lock() {
+        Ok(g) => g,
+        Err(e) => {
+            let mut repair = e.into_repair()?;
+            repair.b = repair.a;
+            repair.make_consistent()
+        }
+    };
+    g.a += 1;
+    g.b += 1;
+    Ok(*g)
+}
+
+#[test]
+fn into_repair_keeps_the_owner_died_guard_and_abandon_leaves_the_mutex_unrecoverable() {
+    let seg = Segment::anonymous(4096).unwrap();
+    let m = new_pair_mutex(&seg);
+    let locked: &AtomicU32 = ctl(&seg, 0);
+    let _w = common::Watchdog::new(common::WATCHDOG, "into_repair and abandon");
+
+    // A live holder: the error propagates (WouldBlock), nothing changes.
+    let mut holder = common::fork_child(|| hold_and_sleep(m, locked));
+    common::wait_until(common::WATCHDOG, "the child to hold the lock", || {
+        locked.load(SeqCst) == 1
+    });
+    assert!(matches!(lock_and_repair(m), Err(Error::WouldBlock(_))));
+    // The holder dies mid-update: `?` does not lose the guard; the repair runs.
+    holder.kill();
+    assert_eq!(lock_and_repair(m).unwrap(), Pair { a: 2, b: 2 });
+    assert_eq!(m.state(), MutexState::Free);
+
+    // Abandoning is explicit and leaves the mutex not recoverable for everyone.
+    locked.store(0, SeqCst);
+    let mut holder = common::fork_child(|| hold_and_sleep(m, locked));
+    common::wait_until(common::WATCHDOG, "the child to hold the lock", || {
+        locked.load(SeqCst) == 1
+    });
+    holder.kill();
+    let e = match m.lock() {
+        Err(e) if e.is_owner_died() => e.abandon(),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+    assert!(matches!(e, Error::OwnerDied(_)), "{e}");
+    assert_eq!(m.state(), MutexState::NotRecoverable);
+    let r = lock_and_repair(m);
+    assert!(
+        matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOTRECOVERABLE)),
+        "{r:?}"
+    );
+}
+
 #[test]
 fn exactly_one_of_four_blocked_waiters_gets_owner_died() {
     const N: usize = 4;

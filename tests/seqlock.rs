@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use shmsync::{Error, Kind, MutexState, RawRobustMutex, Segment, SeqLock};
+use shmsync::{Error, Kind, MutexState, RawRobustMutex, Segment, SeqLock, SeqLockError};
 
 // ---------------------------------------------------------------------------------
 // Self-checking payloads
@@ -309,6 +309,24 @@ fn half_written(name: &common::ShmName) -> (Segment, &'static SeqLock<Big>) {
     assert!(!st.is_torn(), "a live writer mid-write is not torn: {st}");
     // A reader is not blocked by the write in progress and sees the committed value.
     assert_eq!(verify(&lock.try_read().unwrap()), 1);
+    // Writers give up on the live holder's lock without calling their closure.
+    let _w = common::Watchdog::new(common::WATCHDOG, "bounded writes against a live writer");
+    let short = Duration::from_millis(50);
+    let called = std::cell::Cell::new(false);
+    assert_eq!(
+        lock.try_write(|_| called.set(true)),
+        Err(SeqLockError::WouldBlock)
+    );
+    assert_eq!(
+        lock.write_timeout(short, |_| called.set(true)),
+        Err(SeqLockError::TimedOut)
+    );
+    assert_eq!(
+        lock.write_deadline(std::time::Instant::now() + short, |_| called.set(true)),
+        Err(SeqLockError::TimedOut)
+    );
+    assert!(!called.get(), "a refused write ran its closure");
+    assert_eq!(verify(&lock.read_timeout(short).unwrap()), 1);
     child.kill();
     (seg, lock)
 }
