@@ -190,6 +190,7 @@ static_assertions::const_assert_eq!(core::mem::align_of::<ObjectHeader>(), 8);
 impl ObjectHeader {
     /// A header for `kind` in state INITIALIZING: write it, initialize the object body,
     /// then call [`publish`](Self::publish).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn initializing(kind: Kind) -> ObjectHeader {
         ObjectHeader::initializing_with_aux(kind, 0)
     }
@@ -213,6 +214,7 @@ impl ObjectHeader {
     }
 
     /// The raw kind word (for diagnostics).
+    #[cfg(feature = "test-hooks")]
     pub fn raw_kind(&self) -> u32 {
         // Relaxed: a diagnostic reading.
         self.kind.load(Ordering::Relaxed)

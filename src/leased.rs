@@ -528,11 +528,6 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         }
     }
 
-    /// The header (for tools that inspect shared objects).
-    pub fn header(&self) -> &ObjectHeader {
-        &self.header
-    }
-
     /// The table lock (for tools that inspect shared objects).
     pub fn table_lock(&self) -> &RawRobustMutex {
         &self.lock

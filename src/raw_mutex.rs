@@ -386,11 +386,6 @@ impl RawRobustMutex {
         Ok(())
     }
 
-    /// The header (for tools that inspect shared objects).
-    pub fn header(&self) -> &ObjectHeader {
-        &self.header
-    }
-
     /// # Safety
     ///
     /// Behavior is undefined if:

@@ -578,11 +578,6 @@ impl<T: AnyBitPattern> SeqLock<T> {
         self.state().is_torn()
     }
 
-    /// The header (for tools that inspect shared objects).
-    pub fn header(&self) -> &ObjectHeader {
-        &self.header
-    }
-
     /// The writer lock (for tools; writers use [`write`](Self::write)).
     pub fn writer_lock(&self) -> &RawRobustMutex {
         &self.writer
