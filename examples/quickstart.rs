@@ -20,7 +20,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 use std::time::{Duration, Instant};
 
 use shmsync::inspect;
-use shmsync::region::Location;
+use shmsync::Location;
 use shmsync::{LeasedSemaphore, LockError, Region, Semaphore, SeqLock};
 
 const WORKERS: usize = 4;

@@ -4,14 +4,14 @@
 //! sent over a Unix socket, and a file in the temp directory — the parent creates a
 //! segment and starts a child (a `fork` for the anonymous mapping; this same program
 //! re-executed with a role argument for the others). The child maps the segment, writes
-//! a message into it and wakes the parent with a shared futex; the parent sleeps on that
-//! futex (with a deadline) and prints the message. Every name created is removed, on
+//! a message into it and posts a `Semaphore` at the start of the segment; the parent
+//! waits on that semaphore (with a timeout) and prints the message. Every name created is removed, on
 //! error too.
 //!
 //! ```text
 //! cargo run --example segments
 //! ```
-#![allow(clippy::disallowed_types)] // std atomics name the futex word in this program
+#![allow(clippy::disallowed_types)] // std atomics name the message length in this program
 
 use std::error::Error;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -21,16 +21,16 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use shmsync::futex::{self, WaitOutcome};
-use shmsync::{Deadline, Segment};
+use shmsync::{Segment, Semaphore};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
 const LEN: usize = 4096;
-/// Offset of the futex word: 0 until the child has written its message, then 1.
+/// Offset of the semaphore (all zero is a semaphore of value 0): the child posts it
+/// once its message is written.
 const READY: usize = 0;
 /// Offset of the message length (u32) and of the message bytes.
-const MSG_LEN: usize = 4;
+const MSG_LEN: usize = 8;
 const MSG: usize = 64;
 
 fn main() -> Res<()> {
@@ -117,6 +117,13 @@ fn word(seg: &Segment, offset: usize) -> &AtomicU32 {
     unsafe { &*seg.as_ptr().add(offset).cast::<AtomicU32>() }
 }
 
+fn ready(seg: &Segment) -> &Semaphore {
+    // SAFETY: offset 0 of a page-aligned mapping of at least LEN bytes, so aligned and in
+    // bounds; every bit pattern (all zero included) is a valid semaphore, and the
+    // reference borrows `seg`, so it cannot outlive the mapping.
+    unsafe { Semaphore::attach(seg.as_ptr().add(READY).cast()) }.expect("placement checked")
+}
+
 /// Starts this program as a child for `backing` with `arg`, sends it the memfd if
 /// asked, and waits for its message.
 fn run_child(
@@ -156,17 +163,11 @@ fn run_child(
 
 /// Sleeps on the futex word until the child has written its message (at most 5 s).
 fn wait_for_message(seg: &Segment) -> Res<String> {
-    let deadline = Deadline::after(Duration::from_secs(5));
-    let ready = word(seg, READY);
-    // Acquire pairs with the child's Release store of 1 after it wrote the message.
-    while ready.load(Ordering::Acquire) == 0 {
-        if futex::wait(ready, 0, Some(deadline)) == WaitOutcome::TimedOut {
-            return Err("timed out waiting for the child".into());
-        }
-    }
-    // Relaxed: ordered by the Acquire load above.
+    // The wait acquires what the child's post released: the message written before it.
+    ready(seg).wait_timeout(Duration::from_secs(5))?;
+    // Relaxed: ordered by the semaphore's wait above.
     let len = (word(seg, MSG_LEN).load(Ordering::Relaxed) as usize).min(LEN - MSG);
-    // SAFETY: MSG..MSG+len is inside the segment; the child wrote it before READY and
+    // SAFETY: MSG..MSG+len is inside the segment; the child wrote it before posting and
     // writes nothing more.
     let bytes = unsafe { std::slice::from_raw_parts(seg.as_ptr().add(MSG), len) };
     Ok(String::from_utf8_lossy(bytes).into_owned())
@@ -181,17 +182,17 @@ fn write_and_wake(seg: &Segment, backing: &str) {
         format_args!("hello from pid {} via {backing}", std::process::id()),
     );
     let len = 128 - w.len();
-    // SAFETY: MSG..MSG+len is inside the segment; the parent reads it only after READY.
+    // SAFETY: MSG..MSG+len is inside the segment; the parent reads it only after the post.
     unsafe {
         seg.as_ptr()
             .add(MSG)
             .copy_from_nonoverlapping(buf.as_ptr(), len)
     };
-    // Relaxed: published by the Release store of READY below.
+    // Relaxed: published by the post below.
     word(seg, MSG_LEN).store(len as u32, Ordering::Relaxed);
-    // Release pairs with the parent's Acquire load of READY.
-    word(seg, READY).store(1, Ordering::Release);
-    futex::wake(word(seg, READY), 1);
+    ready(seg)
+        .post()
+        .expect("one post on a zero semaphore cannot overflow");
 }
 
 fn child(backing: &str, arg: &str) -> Res<()> {

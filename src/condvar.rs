@@ -40,7 +40,7 @@ use crate::sync::{futex_impl as futex, AtomicU32, Ordering};
 ///
 /// # Headerless
 ///
-/// Unlike the mutex, a condvar carries no [`ObjectHeader`](crate::header::ObjectHeader):
+/// Unlike the mutex, a condvar carries no `ObjectHeader`:
 /// all-zero memory is a valid condvar with no waiters, and *every* value of the word is
 /// a valid state, so there is nothing a header could let [`attach`](Self::attach)
 /// refuse that would otherwise be unsafe, and it stays 8 bytes. Its kind is recorded by
@@ -111,6 +111,23 @@ static_assertions::assert_eq_size!(Condvar, [u8; 8]);
 static_assertions::const_assert_eq!(core::mem::align_of::<Condvar>(), 4);
 
 /// Whether a timed wait ended because its time ran out.
+///
+/// ```
+/// use shmsync::{Condvar, RobustMutex, Segment};
+/// use std::time::Duration;
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives both objects.
+/// let (m, cv) = unsafe {
+///     let base = seg.as_ptr();
+///     (RobustMutex::init_at(base.cast(), 0u32)?, Condvar::init_at(base.add(128).cast())?)
+/// };
+/// let guard = m.lock().unwrap();
+/// let (guard, result) = cv.wait_timeout(guard, Duration::from_millis(1)).unwrap();
+/// assert!(result.timed_out()); // nobody notified
+/// drop(guard);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WaitTimeoutResult(bool);
 
@@ -259,11 +276,34 @@ impl Condvar {
     /// As [`wait_while`](Self::wait_while).
     pub fn wait_timeout_while<'a, T: AnyBitPattern>(
         &self,
-        mut guard: MutexGuard<'a, T>,
+        guard: MutexGuard<'a, T>,
         timeout: Duration,
+        condition: impl FnMut(&mut T) -> bool,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        self.wait_while_until(guard, Deadline::after(timeout), condition)
+    }
+
+    /// Waits while `condition` returns true, until `deadline` at the latest.
+    /// `timed_out()` is true only if the condition still held when time ran out.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait_while`](Self::wait_while).
+    pub fn wait_deadline_while<'a, T: AnyBitPattern>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Instant,
+        condition: impl FnMut(&mut T) -> bool,
+    ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
+        self.wait_while_until(guard, Deadline::from_instant(deadline), condition)
+    }
+
+    fn wait_while_until<'a, T: AnyBitPattern>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        deadline: Deadline,
         mut condition: impl FnMut(&mut T) -> bool,
     ) -> core::result::Result<(MutexGuard<'a, T>, WaitTimeoutResult), LockError<'a, T>> {
-        let deadline = Deadline::after(timeout);
         loop {
             if !condition(&mut *guard) {
                 return Ok((guard, WaitTimeoutResult(false)));

@@ -5,10 +5,31 @@ use std::io;
 
 use crate::header::Kind;
 
-/// Everything that can go wrong creating, opening or attaching to a shared object.
+/// Everything that can go wrong creating, opening or attaching to a shared object, and
+/// what the primitives' own errors become when propagated with `?`.
 ///
-/// Lock and wait outcomes (owner died, timed out, …) are not errors of this type; they
-/// have their own enums next to the primitive ([`crate::LockError`], …).
+/// Each primitive reports lock and wait outcomes in its own enum ([`crate::LockError`],
+/// [`crate::RawLockError`], [`crate::SemError`], [`crate::SeqLockError`]), which the
+/// caller matches on; [`crate::SemError`], [`crate::SeqLockError`] and
+/// [`crate::RawLockError`] convert into this type with `From` (`TimedOut` becomes
+/// [`Error::TimedOut`], `WouldBlock` [`Error::WouldBlock`], ...), and
+/// [`crate::LockError`] through [`into_repair`](crate::LockError::into_repair) or
+/// [`abandon`](crate::LockError::abandon), so an owner-died guard is never dropped by a
+/// `?`.
+///
+/// ```
+/// use shmsync::{Error, Semaphore};
+///
+/// fn take(sem: &Semaphore) -> shmsync::Result<()> {
+///     sem.try_wait()?; // a SemError becomes an Error
+///     Ok(())
+/// }
+/// let sem = Semaphore::new(0);
+/// assert!(matches!(take(&sem), Err(Error::WouldBlock(_))));
+/// sem.post()?;
+/// take(&sem)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -85,8 +106,20 @@ pub enum Error {
     /// A bounded wait (e.g. for another process to finish sizing or initializing a
     /// segment) ran out of time.
     TimedOut(&'static str),
+    /// A `try_*` call could not complete without waiting (the resource named is busy
+    /// or exhausted right now). Nothing was changed; retry later or use the blocking
+    /// form.
+    WouldBlock(&'static str),
     /// A fixed-size table is full.
     Full(&'static str),
+    /// A lock's previous owner died holding it and the caller chose not to repair the
+    /// data ([`LockError::abandon`](crate::LockError::abandon)): the guard was dropped
+    /// without [`make_consistent`](crate::OwnerDiedGuard::make_consistent), so the mutex
+    /// is now not recoverable — every later lock fails until it is re-initialized.
+    OwnerDied(&'static str),
+    /// A counter would have passed its maximum (a semaphore's
+    /// [`MAX_VALUE`](crate::Semaphore::MAX_VALUE)); nothing was changed.
+    Overflow(&'static str),
     /// A named thing does not exist.
     NotFound(String),
     /// A named object exists with another type than the one asked for: another kind, or
@@ -222,6 +255,13 @@ impl fmt::Display for Error {
             Error::Corrupt(what) => write!(f, "corrupt shared memory: {what}"),
             Error::TimedOut(what) => write!(f, "timed out: {what}"),
             Error::Full(what) => write!(f, "full: {what}"),
+            Error::WouldBlock(what) => write!(f, "would block: {what}"),
+            Error::OwnerDied(what) => write!(
+                f,
+                "the previous owner of the {what} died holding it, and the caller abandoned \
+                 the repair: the lock is now not recoverable until re-initialized"
+            ),
+            Error::Overflow(what) => write!(f, "overflow: {what}"),
             Error::NotFound(what) => write!(f, "not found: {what}"),
             Error::TypeMismatch {
                 name,
@@ -280,6 +320,7 @@ impl From<Error> for io::Error {
             Error::Os { source, .. } => source.kind(),
             Error::NotFound(_) => io::ErrorKind::NotFound,
             Error::TimedOut(_) => io::ErrorKind::TimedOut,
+            Error::WouldBlock(_) => io::ErrorKind::WouldBlock,
             Error::InvalidName { .. } | Error::InvalidArgument(_) | Error::Misaligned { .. } => {
                 io::ErrorKind::InvalidInput
             }

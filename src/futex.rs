@@ -95,6 +95,8 @@ impl Deadline {
     }
 
     /// Time left until this deadline (zero if it has passed).
+    // Used by the musl lock path and the test hooks.
+    #[allow(dead_code)]
     pub fn remaining(self) -> Duration {
         let now = Deadline::now();
         Duration::new(self.secs, self.nanos).saturating_sub(Duration::new(now.secs, now.nanos))
@@ -120,7 +122,7 @@ impl Deadline {
 /// before its `FUTEX_WAKE`) must not leave them asleep until their deadline — possibly
 /// never; with this bound they find out within half a second. The cost is two wake-ups
 /// a second for an idle sleeper.
-pub const MAX_SLEEP: Duration = Duration::from_millis(500);
+pub(crate) const MAX_SLEEP: Duration = Duration::from_millis(500);
 
 /// The deadline of one sleep: the caller's, but no later than [`MAX_SLEEP`] from now.
 /// The flag says whether a time-out of this sleep is the caller's (`true`: report it)
@@ -128,7 +130,7 @@ pub const MAX_SLEEP: Duration = Duration::from_millis(500);
 ///
 /// Under loom the cap is not applied: an untimed wait must stay untimed there, or the
 /// model could no longer report a lost wakeup as a deadlock.
-pub fn sleep_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
+pub(crate) fn sleep_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
     #[cfg(not(shmsync_loom))]
     {
         let cap = Deadline::after(MAX_SLEEP);
@@ -216,6 +218,7 @@ pub fn wake(word: &AtomicU32, n: u32) -> u32 {
 
 /// Wakes every waiter on `word`; returns how many woke.
 #[cfg(not(shmsync_loom))]
+#[cfg(feature = "test-hooks")]
 pub fn wake_all(word: &AtomicU32) -> u32 {
     wake(word, i32::MAX as u32)
 }

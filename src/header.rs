@@ -26,15 +26,27 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"SHMS");
 pub const FORMAT_VERSION: u64 = 2;
 
 /// Init state: never initialized (all-zero memory).
-pub const STATE_UNINIT: u32 = 0;
+pub(crate) const STATE_UNINIT: u32 = 0;
 /// Init state: an initializer is writing the object.
-pub const STATE_INITIALIZING: u32 = 1;
+pub(crate) const STATE_INITIALIZING: u32 = 1;
 /// Init state: fully initialized and published.
 pub const STATE_READY: u32 = 2;
 
 /// What kind of object a header heads.
+///
+/// ```
+/// use shmsync::{Kind, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let entries = region.entries()?;
+/// assert_eq!(entries[0].kind, Kind::Mutex);
+/// println!("{} is a {}", entries[0].name, entries[0].kind); // "lock is a mutex"
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u32)]
+#[non_exhaustive]
 pub enum Kind {
     /// [`crate::RawRobustMutex`] / [`crate::RobustMutex`].
     Mutex = 1,
@@ -133,7 +145,7 @@ pub const FORMAT: u64 = FORMAT_VERSION
 
 /// Compares a format word found in shared memory with this build's, naming the first
 /// field that differs.
-pub fn check_format(found: u64) -> Result<()> {
+pub(crate) fn check_format(found: u64) -> Result<()> {
     if found == FORMAT {
         return Ok(());
     }
@@ -178,6 +190,7 @@ static_assertions::const_assert_eq!(core::mem::align_of::<ObjectHeader>(), 8);
 impl ObjectHeader {
     /// A header for `kind` in state INITIALIZING: write it, initialize the object body,
     /// then call [`publish`](Self::publish).
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn initializing(kind: Kind) -> ObjectHeader {
         ObjectHeader::initializing_with_aux(kind, 0)
     }
@@ -201,6 +214,7 @@ impl ObjectHeader {
     }
 
     /// The raw kind word (for diagnostics).
+    #[cfg(feature = "test-hooks")]
     pub fn raw_kind(&self) -> u32 {
         // Relaxed: a diagnostic reading.
         self.kind.load(Ordering::Relaxed)

@@ -12,14 +12,30 @@ use std::time::Duration;
 
 pub mod probe;
 
+pub use crate::header::{FORMAT, FORMAT_VERSION, MAGIC};
+pub use crate::region::EntryInfo;
+pub use crate::seqlock::SeqLockView;
+
 use crate::error::Result;
-use crate::futex::Deadline;
 use crate::header::Kind;
 use crate::process::Liveness;
 use crate::raw_mutex::{MutexState, RawRobustMutex};
-use crate::region::{EntryInfo, Region};
+use crate::region::Region;
 
 /// One object's state as read without locking.
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let report = inspect::inspect(&region)?;
+/// let lock = &report.reports[0];
+/// assert_eq!(lock.entry.name, "lock");
+/// assert!(!lock.needs_recovery);
+/// println!("{}: {}", lock.entry.name, lock.state);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct ObjectReport {
     /// The table entry.
@@ -33,6 +49,20 @@ pub struct ObjectReport {
 }
 
 /// A value in [`ObjectReport::facts`].
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let report = inspect::inspect(&region)?;
+/// for (key, fact) in &report.reports[0].facts {
+///     if let inspect::Fact::Text(text) = fact {
+///         println!("{key} = {text}");
+///     }
+/// }
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fact {
     /// A number.
@@ -48,6 +78,17 @@ pub enum Fact {
 }
 
 /// The whole region as read without locking.
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let report = inspect::inspect(&region)?;
+/// assert_eq!(report.objects, 1);
+/// assert!(!report.needs_recovery());
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct RegionReport {
     /// Where it is, if named.
@@ -80,6 +121,17 @@ impl RegionReport {
 
 /// How one object (or the region's table claim) came out of [`recover`]. Ordered by
 /// severity: a region's outcome is its worst object's.
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let recovery = inspect::recover(&region, inspect::RecoverOptions::default())?;
+/// assert_eq!(recovery.outcome(), inspect::Outcome::Fine);
+/// assert_eq!(inspect::Outcome::NeedsApplication.as_str(), "needs_application");
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
     /// Nothing needed recovery.
@@ -107,6 +159,18 @@ impl Outcome {
 }
 
 /// A recovery step `recover` took (or, in a dry run, would take), or why it could not.
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let recovery = inspect::recover(&region, inspect::RecoverOptions::default())?;
+/// for action in recovery.actions() {
+///     println!("{}: {} ({})", action.object, action.what, action.outcome.as_str());
+/// }
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Action {
     /// The object (or `"<region>"` for the table claim).
@@ -124,6 +188,17 @@ impl fmt::Display for Action {
 }
 
 /// One object's result of [`recover`].
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let recovery = inspect::recover(&region, inspect::RecoverOptions::default())?;
+/// assert_eq!(recovery.objects[0].object, "lock");
+/// assert_eq!(recovery.objects[0].outcome, inspect::Outcome::Fine);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectRecovery {
     /// The object's name (`"<region>"` for the table claim).
@@ -137,6 +212,16 @@ pub struct ObjectRecovery {
 }
 
 /// Everything [`recover`] did, object by object (every object of the table appears).
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let recovery = inspect::recover(&region, inspect::RecoverOptions::default())?;
+/// assert_eq!(recovery.count(inspect::Outcome::Fine), 1);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovery {
     /// The table claim first (when anything was done about it), then every object.
@@ -165,6 +250,20 @@ impl Recovery {
 }
 
 /// What `recover` may do beyond the always-safe steps, and how long it may wait.
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let opts = inspect::RecoverOptions {
+///     dry_run: true,
+///     ..inspect::RecoverOptions::default()
+/// };
+/// assert_eq!(opts.wait, inspect::DEFAULT_RECOVER_WAIT);
+/// inspect::recover(&region, opts)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct RecoverOptions {
     /// Mark owner-died mutexes consistent *without* repairing their data (the data is
@@ -713,7 +812,7 @@ fn recover_object(
                 }
                 return Ok(());
             }
-            match sem.reclaim_dead_deadline(Deadline::after(opts.wait)) {
+            match sem.reclaim_dead_timeout(opts.wait) {
                 Ok(r) => {
                     for (who, n) in r.holders {
                         o.step(
@@ -760,7 +859,7 @@ fn recover_object(
                 );
                 return Ok(());
             }
-            match view.recover(Deadline::after(opts.wait)) {
+            match view.recover(std::time::Instant::now() + opts.wait) {
                 Ok(true) => o.step(
                     Outcome::Recovered,
                     "repaired: dropped the dead writer's unpublished copy, writer lock consistent"
@@ -823,8 +922,7 @@ fn recover_mutex(m: &RawRobustMutex, opts: RecoverOptions, o: &mut ObjectRecover
                     how == crate::Acquired::Clean || unsafe { m.make_consistent() }.is_ok();
                 // SAFETY: this thread holds the lock.
                 let r = unsafe { m.unlock() };
-                if r != 0 {
-                    let err = std::io::Error::from_raw_os_error(r);
+                if let Err(err) = r {
                     o.step(
                         Outcome::Unreachable,
                         format!("could not unlock it after marking it consistent: {err}"),

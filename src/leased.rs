@@ -172,8 +172,8 @@ impl LeaseSlot {
 }
 
 /// A counting semaphore whose permits are leases recorded per holding process; the
-/// permits of dead holders can be [reclaimed](Self::reclaim_dead). See the [module
-/// documentation](self) for the design.
+/// permits of dead holders can be [reclaimed](Self::reclaim_dead). See the module
+/// documentation of `src/leased.rs` for the design.
 ///
 /// `#[repr(C)]`, 8-aligned; with the default 64 slots it is 1640 bytes on 64-bit glibc
 /// (24-byte header, 64-byte robust mutex, 16 bytes of counters, 64 × 24-byte slots).
@@ -185,8 +185,8 @@ impl LeaseSlot {
 /// // SAFETY: a fresh, private, page-aligned mapping large enough, that outlives `sem`.
 /// let sem: &LeasedSemaphore = unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 2)? };
 /// let a = sem.acquire()?;
-/// let b = sem.try_acquire()?.expect("a second permit");
-/// assert!(sem.try_acquire()?.is_none());
+/// let b = sem.try_acquire()?;
+/// assert!(matches!(sem.try_acquire(), Err(shmsync::Error::WouldBlock(_))));
 /// assert_eq!(sem.leases()?[0].permits, 2); // one slot for this process
 /// drop((a, b));
 /// assert_eq!(sem.value(), 2);
@@ -226,6 +226,21 @@ static_assertions::const_assert_eq!(core::mem::align_of::<LeasedSemaphore>(), 8)
 /// this process exits and [`LeasedSemaphore::reclaim_dead`] returns it, exactly as for
 /// a [forgotten](Permit::forget) permit. [`release`](Permit::release) has the same
 /// bound but reports the failure and hands the permit back, so the caller can retry.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Segment};
+///
+/// let seg = Segment::anonymous(1 << 16)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `sem`.
+/// let sem = unsafe { LeasedSemaphore::<4>::init_at(seg.as_ptr().cast(), 1)? };
+/// let permit = sem.acquire()?;
+/// assert_eq!(permit.identity().pid, std::process::id());
+/// assert_eq!(sem.value(), 0);
+/// permit.release().map_err(|e| e.into_permit())
+///     .unwrap_or_else(|p| drop(p)); // release, or fall back on Drop
+/// assert_eq!(sem.value(), 1);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[must_use = "dropping a Permit releases it at once"]
 pub struct Permit<'a, const SLOTS: usize = DEFAULT_SLOTS> {
     sem: &'a LeasedSemaphore<SLOTS>,
@@ -236,6 +251,18 @@ pub struct Permit<'a, const SLOTS: usize = DEFAULT_SLOTS> {
 }
 
 /// What [`LeasedSemaphore::reclaim_dead`] took back.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Segment};
+///
+/// let seg = Segment::anonymous(1 << 16)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `sem`.
+/// let sem = unsafe { LeasedSemaphore::<4>::init_at(seg.as_ptr().cast(), 2)? };
+/// let _held = sem.acquire()?; // a live holder: never reclaimed
+/// let reclaimed = sem.reclaim_dead()?;
+/// assert_eq!(reclaimed.permits(), 0);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reclaimed {
     /// Each dead holder and the permits it held, now available again.
@@ -250,6 +277,19 @@ impl Reclaimed {
 }
 
 /// One recorded lease, as [`LeasedSemaphore::leases`] reports it.
+///
+/// ```
+/// use shmsync::{LeasedSemaphore, Liveness, Segment};
+///
+/// let seg = Segment::anonymous(1 << 16)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `sem`.
+/// let sem = unsafe { LeasedSemaphore::<4>::init_at(seg.as_ptr().cast(), 2)? };
+/// let _held = sem.acquire()?;
+/// let leases = sem.leases()?;
+/// assert_eq!(leases.len(), 1);
+/// assert_eq!((leases[0].permits, leases[0].liveness), (1, Liveness::Alive));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LeaseInfo {
     /// The holding process.
@@ -295,7 +335,7 @@ impl<const SLOTS: usize> Table<'_, SLOTS> {
         // SAFETY: a `Table` exists only while this thread holds the lock (made by
         // `lock_table`; `unlock` consumes it so this runs once), and it lends out no
         // reference to data the lock protects beyond this call.
-        unsafe { self.sem.lock.unlock() }
+        unsafe { self.sem.lock.unlock_raw() }
     }
 
     /// Wakes (if asked) and unlocks, reporting a failed unlock.
@@ -506,11 +546,6 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         }
     }
 
-    /// The header (for tools that inspect shared objects).
-    pub fn header(&self) -> &ObjectHeader {
-        &self.header
-    }
-
     /// The table lock (for tools that inspect shared objects).
     pub fn table_lock(&self) -> &RawRobustMutex {
         &self.lock
@@ -557,7 +592,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     fn lock_table(&self, deadline: Option<Deadline>) -> Result<Table<'_, SLOTS>> {
         let acquired = match deadline {
             None => self.lock.lock(),
-            Some(d) => self.lock.lock_deadline(d),
+            Some(d) => self.lock.lock_until(d),
         }
         .map_err(lock_error)?;
         Ok(self.table_locked(acquired))
@@ -609,20 +644,21 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// slot is taken, and with [`Error::Os`] if this process's identity cannot be read
     /// or the table lock fails.
     pub fn acquire(&self) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(crate::process::current_identity()?, None)
+        self.acquire_for(crate::process::current_identity()?, None)
     }
 
-    /// Takes a permit if one is available now, never waiting: `Ok(None)` if none is
-    /// free, and also if another process holds the table lock beyond a brief spin (one
-    /// stopped by a debugger or `SIGSTOP`, or preempted inside a table operation) —
-    /// the lock is never waited for, so this never blocks.
-    pub fn try_acquire(&self) -> Result<Option<Permit<'_, SLOTS>>> {
-        self.acquire_inner(crate::process::current_identity()?, None, false)
+    /// Takes a permit if one is available now, never waiting: [`Error::WouldBlock`] if
+    /// none is free, and also if another process holds the table lock beyond a brief
+    /// spin (one stopped by a debugger or `SIGSTOP`, or preempted inside a table
+    /// operation) — the lock is never waited for, so this never blocks.
+    pub fn try_acquire(&self) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_inner(crate::process::current_identity()?, None, false)?
+            .ok_or(Error::WouldBlock("leased semaphore permit"))
     }
 
     /// Takes a permit, sleeping at most `timeout`; [`Error::TimedOut`] after that.
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(
+        self.acquire_for(
             crate::process::current_identity()?,
             Some(Deadline::after(timeout)),
         )
@@ -631,16 +667,24 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// Takes a permit, sleeping until `deadline` at the latest; [`Error::TimedOut`]
     /// after that. A past deadline still takes an available permit.
     pub fn acquire_deadline(&self, deadline: Instant) -> Result<Permit<'_, SLOTS>> {
-        self.acquire_as(
+        self.acquire_for(
             crate::process::current_identity()?,
             Some(Deadline::from_instant(deadline)),
         )
     }
 
     /// Acquires under an explicit identity (tests and models: a "process" whose
-    /// liveness the test controls). Not part of the stable API.
-    #[doc(hidden)]
+    /// liveness the test controls). Test hook, not a stable API.
+    #[cfg(feature = "test-hooks")]
     pub fn acquire_as(
+        &self,
+        identity: ProcessIdentity,
+        deadline: Option<crate::futex::Deadline>,
+    ) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_for(identity, deadline)
+    }
+
+    fn acquire_for(
         &self,
         identity: ProcessIdentity,
         deadline: Option<Deadline>,
@@ -651,11 +695,12 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         }
     }
 
-    /// As [`try_acquire`](Self::try_acquire) under an explicit identity. Not part of
-    /// the stable API.
-    #[doc(hidden)]
-    pub fn try_acquire_as(&self, identity: ProcessIdentity) -> Result<Option<Permit<'_, SLOTS>>> {
-        self.acquire_inner(identity, None, false)
+    /// As [`try_acquire`](Self::try_acquire) under an explicit identity. Test hook,
+    /// not a stable API.
+    #[cfg(feature = "test-hooks")]
+    pub fn try_acquire_as(&self, identity: ProcessIdentity) -> Result<Permit<'_, SLOTS>> {
+        self.acquire_inner(identity, None, false)?
+            .ok_or(Error::WouldBlock("leased semaphore permit"))
     }
 
     /// `Ok(None)`: not blocking and none available (or the table lock held), or the
@@ -742,7 +787,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// Returns the permits of every holder that is proven dead ([`Liveness::Dead`]: no
     /// thread of it remains, or its pid is now another process). [`Liveness::Unknown`]
     /// counts as alive: a holder recorded in another pid namespace, or any holder while
-    /// `/proc` is not this namespace's, keeps its permits (see [`crate::process`]).
+    /// `/proc` is not this namespace's, keeps its permits (see [`Liveness`]).
     /// Liveness is re-checked under the table lock, so a holder is never reclaimed on
     /// the strength of a stale reading. Wakes the waiters if anything was reclaimed.
     ///
@@ -753,16 +798,38 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         self.reclaim_inner(None, |id| id.liveness() == Liveness::Dead)
     }
 
+    /// [`reclaim_dead`](Self::reclaim_dead) without waiting: [`Error::WouldBlock`] if
+    /// another process holds the table lock beyond a brief spin.
+    pub fn try_reclaim_dead(&self) -> Result<Reclaimed> {
+        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+        let _released: Option<u32> = self.lock.release_dead_owner();
+        let table = self
+            .try_lock_table()?
+            .ok_or(Error::WouldBlock("lease table lock"))?;
+        self.reclaim_locked(table, |id| id.liveness() == Liveness::Dead)
+    }
+
+    /// [`reclaim_dead`](Self::reclaim_dead), giving up with
+    /// [`Error::TimedOut`]`("lease table lock")` if the table lock cannot be had
+    /// within `timeout` (a live process holding it, e.g. one stopped by a debugger).
+    pub fn reclaim_dead_timeout(&self, timeout: Duration) -> Result<Reclaimed> {
+        self.reclaim_inner(Some(Deadline::after(timeout)), |id| {
+            id.liveness() == Liveness::Dead
+        })
+    }
+
     /// [`reclaim_dead`](Self::reclaim_dead), giving up with
     /// [`Error::TimedOut`]`("lease table lock")` if the table lock cannot be had by
     /// `deadline` (a live process holding it, e.g. one stopped by a debugger).
-    pub fn reclaim_dead_deadline(&self, deadline: Deadline) -> Result<Reclaimed> {
-        self.reclaim_inner(Some(deadline), |id| id.liveness() == Liveness::Dead)
+    pub fn reclaim_dead_deadline(&self, deadline: Instant) -> Result<Reclaimed> {
+        self.reclaim_inner(Some(Deadline::from_instant(deadline)), |id| {
+            id.liveness() == Liveness::Dead
+        })
     }
 
     /// [`reclaim_dead`](Self::reclaim_dead) with the liveness check supplied (tests and
-    /// models). Not part of the stable API.
-    #[doc(hidden)]
+    /// models). Test hook, not a stable API.
+    #[cfg(feature = "test-hooks")]
     pub fn reclaim_dead_with(
         &self,
         is_dead: impl FnMut(&ProcessIdentity) -> bool,
@@ -773,14 +840,24 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     fn reclaim_inner(
         &self,
         deadline: Option<Deadline>,
-        mut is_dead: impl FnMut(&ProcessIdentity) -> bool,
+        is_dead: impl FnMut(&ProcessIdentity) -> bool,
     ) -> Result<Reclaimed> {
         // A table lock held by a thread that is provably dead but was never marked
         // owner-died (the kernel skipped its robust list) would block us forever; mark
         // it, so that the lock below gets OwnerDied and repairs.
         #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
         let _released: Option<u32> = self.lock.release_dead_owner();
-        let mut table = self.lock_table(deadline)?;
+        let table = self.lock_table(deadline)?;
+        self.reclaim_locked(table, is_dead)
+    }
+
+    /// Reclaims, under the table lock `table`, the leases of every holder `is_dead`
+    /// says is dead.
+    fn reclaim_locked(
+        &self,
+        mut table: Table<'_, SLOTS>,
+        mut is_dead: impl FnMut(&ProcessIdentity) -> bool,
+    ) -> Result<Reclaimed> {
         let mut reclaimed = Reclaimed::default();
         for s in &self.slots {
             let c = s.count();

@@ -1,13 +1,6 @@
-//! # shmsync
+#![doc = include_str!("../README.md")]
 //!
-//! Process-shared synchronization primitives that live *inside* a shared-memory
-//! segment — a robust mutex with a condition variable, a futex semaphore and a seqlock —
-//! with position-independent `#[repr(C)]` layouts, usable from any process that maps the
-//! segment at any address, and recoverable when a process dies holding one.
-//!
-//! Linux only (glibc first; musl builds).
-//!
-//! ## The pieces
+//! # API overview
 //!
 //! - [`Segment`]: one owned `MAP_SHARED` mapping — POSIX (`shm_open`), SysV (`shmget`),
 //!   `memfd` (sealed, passed over a Unix socket), a file, or anonymous (inherited across
@@ -20,18 +13,27 @@
 //!   [`OwnerDiedGuard::make_consistent`].
 //! - [`Condvar`]: a futex-sequence condition variable for [`RobustMutex`]; a waiter that
 //!   dies consumes nothing.
-//! - `Semaphore`: a futex counting semaphore with adaptive spinning; `LeasedSemaphore`
+//! - [`Semaphore`]: a futex counting semaphore with adaptive spinning; [`LeasedSemaphore`]
 //!   records who holds permits so `reclaim_dead()` returns those of dead processes.
-//! - `SeqLock<T>`: readers never write shared memory and never see a torn value, even
+//! - [`SeqLock<T>`]: readers never write shared memory and never see a torn value, even
 //!   when a writer is killed mid-write (two copies, robust writer lock).
-//! - [`inspect`]: what the `shmsync` operator tool prints and recovers.
+//! - [`inspect`]: the operator and tooling surface — region and object reports,
+//!   recovery, finding and verifying regions ([`inspect::probe`]), the table entries
+//!   and format constants: what the `shmsync` tool prints and does.
+//!
+//! Every blocking operation comes as `op()`, `try_op()`, `op_timeout(Duration)` and
+//! `op_deadline(Instant)`; `try_*` returns `Err` with a `WouldBlock` variant. Each
+//! primitive's error type converts into [`Error`] (with `From`, except [`LockError`],
+//! which converts through [`LockError::into_repair`] or [`LockError::abandon`] so an
+//! owner-died guard is never dropped by accident).
 //!
 //! ## Example: a counter shared by two processes, one of which dies holding the lock
 //!
 //! ```
 //! use shmsync::{LockError, Region, RobustMutex, Segment};
 //!
-//! #[derive(Clone, Copy, Default, bytemuck::AnyBitPattern)]
+//! #[derive(Clone, Copy, Default, shmsync::bytemuck::AnyBitPattern)]
+//! #[bytemuck(crate = "shmsync::bytemuck")]
 //! #[repr(C)]
 //! struct Counter { value: u64, writing: u64 }
 //! // The name other programs sharing the object declare for their mirror of Counter.
@@ -80,46 +82,59 @@
 //! **shared** futexes with absolute `CLOCK_MONOTONIC` deadlines.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 // Under loom the pthread, /proc and mmap paths are compiled out, which leaves helpers unused.
-#![cfg_attr(shmsync_loom, allow(dead_code, unused_imports))]
+#![cfg_attr(shmsync_loom, allow(dead_code, unused_imports, unreachable_pub))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
     "shmsync supports Linux only: it relies on shared futexes, robust pthread mutexes and /proc"
 );
 
-pub mod condvar;
-pub mod error;
-pub mod futex;
-pub mod header;
+mod condvar;
+mod error;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod futex;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod header;
 #[cfg(not(shmsync_loom))]
 pub mod inspect;
-pub mod leased;
-pub mod mutex;
-pub mod process;
-pub mod raw_mutex;
+mod leased;
+mod mutex;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod process;
+mod raw_mutex;
 #[cfg(not(shmsync_loom))]
-pub mod region;
-pub mod segment;
-pub mod semaphore;
-pub mod seqlock;
+#[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
+mod region;
+mod segment;
+mod semaphore;
+mod seqlock;
 #[cfg(not(shmsync_loom))]
-pub mod shared;
-pub mod spin;
-pub(crate) mod sync;
+mod shared;
+mod spin;
+mod sync;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
+
+/// The `bytemuck` this crate is built with, so that `#[derive(shmsync::bytemuck::AnyBitPattern)]`
+/// with `#[bytemuck(crate = "shmsync::bytemuck")]` works without a `bytemuck` dependency of
+/// your own.
+pub use bytemuck;
 
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{Error, Result};
-pub use futex::Deadline;
 pub use header::Kind;
-pub use leased::{LeaseInfo, LeasedSemaphore, Permit, Reclaimed, ReleaseError, RELEASE_WAIT};
+pub use leased::{
+    LeaseInfo, LeasedSemaphore, Permit, Reclaimed, ReleaseError, DEFAULT_SLOTS, RELEASE_WAIT,
+};
 pub use mutex::{LockError, MutexGuard, OwnerDiedGuard, RobustMutex};
 pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]
-pub use region::{Location, Region};
-pub use segment::Segment;
+pub use region::{Location, Region, RegionOptions};
+pub use segment::{ftok, Backing, Segment};
 pub use semaphore::{SemError, Semaphore};
 pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};
 #[cfg(not(shmsync_loom))]

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytemuck::AnyBitPattern;
 
+use crate::error::Error;
 #[cfg(not(shmsync_loom))]
 use crate::error::Result;
-use crate::futex::Deadline;
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
 use crate::raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
@@ -339,7 +339,7 @@ impl<T: AnyBitPattern> RobustMutex<T> {
     ///
     /// As [`lock`](Self::lock), plus [`LockError::TimedOut`].
     pub fn lock_timeout(&self, timeout: Duration) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.acquired(self.raw.lock_deadline(Deadline::after(timeout)))
+        self.acquired(self.raw.lock_timeout(timeout))
     }
 
     /// Blocks until the lock is acquired or `deadline` (an `Instant`, i.e.
@@ -350,7 +350,7 @@ impl<T: AnyBitPattern> RobustMutex<T> {
     ///
     /// As [`lock`](Self::lock), plus [`LockError::TimedOut`].
     pub fn lock_deadline(&self, deadline: Instant) -> Result<MutexGuard<'_, T>, LockError<'_, T>> {
-        self.acquired(self.raw.lock_deadline(Deadline::from_instant(deadline)))
+        self.acquired(self.raw.lock_deadline(deadline))
     }
 
     /// The one place a raw acquisition becomes a guard or an error, for every acquiring
@@ -416,6 +416,20 @@ impl<T: AnyBitPattern> fmt::Debug for RobustMutex<T> {
 /// `!Send` (a pthread mutex must be unlocked by the thread that locked it), and it
 /// borrows the mutex, which borrows the mapping: the segment cannot be unmapped while
 /// the lock is held (the kernel's robust-list walk would then meet unmapped memory).
+///
+/// ```
+/// use shmsync::{RobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), [0u8; 4])? };
+/// {
+///     let mut guard = m.lock().unwrap();
+///     guard[0] = 1; // DerefMut to the data
+/// } // unlocked here
+/// assert_eq!(m.lock().unwrap()[0], 1);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[must_use = "if unused the mutex unlocks at once"]
 pub struct MutexGuard<'a, T: AnyBitPattern> {
     pub(crate) mutex: &'a RobustMutex<T>,
@@ -450,7 +464,7 @@ impl<'a, T: AnyBitPattern> MutexGuard<'a, T> {
         core::mem::forget(self);
         // SAFETY: the guard proved that this thread holds the lock, and it is consumed,
         // so no reference to the data it handed out outlives the unlock.
-        let r = unsafe { mutex.raw.unlock() };
+        let r = unsafe { mutex.raw.unlock_raw() };
         (mutex, r)
     }
 }
@@ -479,7 +493,7 @@ impl<T: AnyBitPattern> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: the guard proves that this thread holds the lock; the data borrows it
         // handed out have ended (they borrow the guard).
-        let r = unsafe { self.mutex.raw.unlock() };
+        let r = unsafe { self.mutex.raw.unlock_raw() };
         // EPERM, "not the owner", happens only for a guard copied into a fork child,
         // where the lock still belongs to the parent's thread and must stay as it is.
         // EINVAL: glibc's kind word was corrupted while held, so glibc was not called;
@@ -504,6 +518,33 @@ impl<T: AnyBitPattern + fmt::Debug> fmt::Debug for MutexGuard<'_, T> {
 /// without that, the lock is released and the mutex becomes **not recoverable**: every
 /// later locker, in every process, gets [`LockError::NotRecoverable`] until
 /// [`RobustMutex::reinit`]. `!Send` and borrows the mutex, like [`MutexGuard`].
+///
+/// ```
+/// use shmsync::{LockError, MutexState, RobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), 5u64)? };
+/// // SAFETY: the child only locks and `_exit`s (async-signal-safe).
+/// let pid = unsafe { libc::fork() };
+/// if pid == 0 {
+///     std::mem::forget(m.lock());
+///     // SAFETY: `_exit` is always safe; the kernel marks the mutex owner-died.
+///     unsafe { libc::_exit(0) };
+/// }
+/// // SAFETY: reaping our own child.
+/// unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+/// assert_eq!(m.state(), MutexState::OwnerDied);
+/// match m.lock() {
+///     Err(LockError::OwnerDied(mut repair)) => {
+///         *repair = 0; // repair the data, then
+///         drop(repair.make_consistent()); // mark it consistent and unlock
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// assert_eq!(*m.lock().unwrap(), 0);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[must_use = "repair the data and call make_consistent(); dropping this makes the mutex not recoverable"]
 pub struct OwnerDiedGuard<'a, T: AnyBitPattern> {
     mutex: &'a RobustMutex<T>,
@@ -566,7 +607,7 @@ impl<T: AnyBitPattern> Drop for OwnerDiedGuard<'_, T> {
     fn drop(&mut self) {
         // SAFETY: this thread holds the lock. Unlocking an inconsistent robust mutex
         // makes it not recoverable (pthread semantics) — the documented outcome.
-        let r = unsafe { self.mutex.raw.unlock() };
+        let r = unsafe { self.mutex.raw.unlock_raw() };
         // EPERM or EINVAL, as in `MutexGuard`'s Drop.
         let _ = r;
     }
@@ -580,29 +621,58 @@ impl<T: AnyBitPattern + fmt::Debug> fmt::Debug for OwnerDiedGuard<'_, T> {
     }
 }
 
-/// Why a lock call did not return a [`MutexGuard`].
+/// Why a lock call did not return a [`MutexGuard`], and what to do about it.
 ///
 /// Only [`OwnerDied`](LockError::OwnerDied) holds the lock; with every other variant
-/// the caller does not hold it.
+/// the caller does not hold it. To propagate with `?`, go through
+/// [`into_repair`](LockError::into_repair) (keeps an owner-died guard to repair) or
+/// [`abandon`](LockError::abandon) (gives up on the data, leaving the mutex not
+/// recoverable); there is deliberately no `From<LockError> for Error`.
+///
+/// ```
+/// use shmsync::{LockError, RobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping that outlives `m`.
+/// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), 7u32)? };
+/// let held = m.lock().unwrap();
+/// // Held by this thread: a relock is Deadlock; another thread's try_lock WouldBlock.
+/// assert!(matches!(m.lock(), Err(LockError::Deadlock)));
+/// std::thread::scope(|s| {
+///     s.spawn(|| assert!(matches!(m.try_lock(), Err(LockError::WouldBlock))));
+/// });
+/// drop(held);
+/// assert_eq!(*m.try_lock().unwrap(), 7);
+/// # Ok::<(), shmsync::Error>(())
+/// ```
+#[non_exhaustive]
 pub enum LockError<'a, T: AnyBitPattern> {
     /// The previous owner died holding the lock. The guard **holds the lock**: repair
-    /// the data, then [`make_consistent`](OwnerDiedGuard::make_consistent).
+    /// the data, then [`make_consistent`](OwnerDiedGuard::make_consistent). If the data
+    /// cannot be repaired, [`abandon`](LockError::abandon) it (the mutex then stays not
+    /// recoverable until [`RobustMutex::reinit`]).
     OwnerDied(OwnerDiedGuard<'a, T>),
-    /// `try_lock`: another thread holds the lock.
+    /// `try_lock`: another thread holds the lock. Nothing changed; retry later or use a
+    /// blocking form.
     WouldBlock,
-    /// The timeout or deadline passed first.
+    /// The timeout or deadline passed first; the holder is alive (or of unknown
+    /// liveness). Retry, or report the holder (`state()` names it).
     TimedOut,
     /// The calling thread already holds the lock (the mutex is error-checking, so a
-    /// self-relock is reported instead of hanging).
+    /// self-relock is reported instead of hanging). A bug in the caller: release the
+    /// first guard before locking again.
     Deadlock,
     /// An owner died and its successor released the lock without `make_consistent`:
-    /// the mutex is unusable until [`RobustMutex::reinit`].
+    /// the mutex is unusable until [`RobustMutex::reinit`], which needs exclusive access
+    /// (no other process using the mutex) and resets the data's lock, not the data.
     NotRecoverable,
-    /// Any other error number from pthread.
+    /// Any other error number from pthread (`EPERM`, `EAGAIN`, ...). Not expected on a
+    /// correctly placed mutex; report it.
     Os(i32),
     /// A word of glibc's mutex holds a value that neither initialization nor glibc
     /// leaves there (corrupt or hostile shared memory); glibc was not called, and the
-    /// caller does not hold the lock. See [`RawLockError::Corrupt`].
+    /// caller does not hold the lock. See [`RawLockError::Corrupt`]. Stop using the
+    /// segment: whoever can write it is not following the protocol.
     Corrupt {
         /// Which word.
         word: MutexWord,
@@ -627,6 +697,69 @@ impl<'a, T: AnyBitPattern> LockError<'a, T> {
     /// Whether this is [`LockError::OwnerDied`] (the one variant that holds the lock).
     pub fn is_owner_died(&self) -> bool {
         matches!(self, LockError::OwnerDied(_))
+    }
+
+    /// The repair guard, or this error as the crate's [`Error`]: the one step between
+    /// a lock call and `?`. `OwnerDied` gives `Ok(guard)` — the caller holds the lock
+    /// and must repair the data and call
+    /// [`make_consistent`](OwnerDiedGuard::make_consistent) — and every other variant
+    /// gives `Err` with an [`Error`] that borrows nothing, so it propagates with `?`
+    /// out of a function that owns neither the mutex nor its mapping. Nothing is done
+    /// to the mutex either way.
+    ///
+    /// ```
+    /// use shmsync::{RobustMutex, Segment};
+    ///
+    /// fn bump(m: &RobustMutex<u64>) -> shmsync::Result<u64> {
+    ///     let mut guard = match m.lock() {
+    ///         Ok(guard) => guard,
+    ///         // The counter has no invariant a crash can break: mark it consistent.
+    ///         Err(e) => e.into_repair()?.make_consistent(),
+    ///     };
+    ///     *guard += 1;
+    ///     Ok(*guard)
+    /// }
+    ///
+    /// let seg = Segment::anonymous(4096)?;
+    /// // SAFETY: a fresh, private, page-aligned mapping that outlives `m`.
+    /// let m = unsafe { RobustMutex::init_at(seg.as_ptr().cast(), 0u64)? };
+    /// assert_eq!(bump(m)?, 1);
+    /// # Ok::<(), shmsync::Error>(())
+    /// ```
+    pub fn into_repair(self) -> crate::Result<OwnerDiedGuard<'a, T>> {
+        self.split().map_err(|raw| raw.into_error("robust mutex"))
+    }
+
+    /// Gives up on repairing: this error as the crate's [`Error`], and for `OwnerDied`
+    /// a deliberate abandonment. The guard is dropped **without**
+    /// [`make_consistent`](OwnerDiedGuard::make_consistent), which releases the lock
+    /// and leaves the mutex permanently not recoverable (pthread semantics): every later
+    /// lock, in every process, fails with [`LockError::NotRecoverable`] until
+    /// [`RobustMutex::reinit`]. The result is then [`Error::OwnerDied`]. Use it when
+    /// the data cannot be repaired and must not be used again; otherwise use
+    /// [`into_repair`](Self::into_repair). Every other variant converts as
+    /// `into_repair` converts it, without touching the mutex.
+    pub fn abandon(self) -> Error {
+        match self.split() {
+            Ok(guard) => {
+                drop(guard);
+                Error::OwnerDied("robust mutex")
+            }
+            Err(raw) => raw.into_error("robust mutex"),
+        }
+    }
+
+    /// The guard of `OwnerDied`, or the raw error every other variant mirrors.
+    fn split(self) -> core::result::Result<OwnerDiedGuard<'a, T>, RawLockError> {
+        Err(match self {
+            LockError::OwnerDied(guard) => return Ok(guard),
+            LockError::WouldBlock => RawLockError::WouldBlock,
+            LockError::TimedOut => RawLockError::TimedOut,
+            LockError::Deadlock => RawLockError::Deadlock,
+            LockError::NotRecoverable => RawLockError::NotRecoverable,
+            LockError::Os(e) => RawLockError::Os(e),
+            LockError::Corrupt { word, found } => RawLockError::Corrupt { word, found },
+        })
     }
 }
 

@@ -75,6 +75,15 @@ use crate::sync::ProcessLocalU64;
 
 /// Who a process is, in a form that can be stored in shared memory (`#[repr(C)]`,
 /// 24 bytes, any bit pattern valid).
+///
+/// ```
+/// use shmsync::{Liveness, ProcessIdentity};
+///
+/// let me = ProcessIdentity::current()?;
+/// assert_eq!(me.pid, std::process::id());
+/// assert_eq!(me.liveness(), Liveness::Alive);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct ProcessIdentity {
@@ -91,6 +100,19 @@ pub struct ProcessIdentity {
 static_assertions::assert_eq_size!(ProcessIdentity, [u8; 24]);
 
 /// Whether a recorded process still runs.
+///
+/// ```
+/// use shmsync::{Liveness, ProcessIdentity};
+///
+/// let me = ProcessIdentity::current()?;
+/// match me.liveness() {
+///     Liveness::Alive => {}
+///     Liveness::Dead => unreachable!("we are running"),
+///     Liveness::Unknown => {} // e.g. /proc of another pid namespace: reclaim nothing
+/// }
+/// assert!(!Liveness::Unknown.is_dead());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Liveness {
     /// It runs (same pid and start time).
@@ -153,7 +175,7 @@ impl ProcessIdentity {
     /// its own).
     ///
     /// The start time comes from `/proc/self/stat`, which names the caller even in a
-    /// `/proc` of an ancestor pid namespace (see the [module docs](self)). Fails if
+    /// `/proc` of an ancestor pid namespace (see [`Liveness`]). Fails if
     /// `/proc/self` cannot be read.
     pub fn current() -> io::Result<ProcessIdentity> {
         register_fork_handler();
@@ -221,7 +243,7 @@ impl ProcessIdentity {
     /// This identity packed into one non-zero word, so that claiming something (a
     /// region's init/table claim) is a single compare-and-swap: the pid in the low 22
     /// bits (Linux pids are below 2²²), the low 26 bits of the start time above it, and
-    /// a 16-bit tag of the pid namespace on top. Checked with [`packed_liveness`].
+    /// a 16-bit tag of the pid namespace on top. Checked with `packed_liveness`.
     pub fn packed(&self) -> u64 {
         u64::from(self.pid & PID_MASK)
             | (self.start_time & START_MASK) << 22
@@ -383,7 +405,7 @@ fn namespace_levels(status: &str) -> Option<usize> {
 
 /// The calling process's identity as a crate [`Result`](crate::Result) (for paths
 /// that record who they are in shared memory).
-pub fn current_identity() -> crate::Result<ProcessIdentity> {
+pub(crate) fn current_identity() -> crate::Result<ProcessIdentity> {
     ProcessIdentity::current().map_err(|source| crate::Error::Os {
         op: "read process identity (/proc/self/stat)",
         target: String::new(),

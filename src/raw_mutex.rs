@@ -15,6 +15,7 @@
 //! owner's death.
 
 use core::fmt;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::futex::Deadline;
@@ -24,6 +25,22 @@ use crate::process::{self, Liveness};
 use crate::sync::UnsafeCell;
 
 /// How a lock was acquired. Either way the caller now holds the lock.
+///
+/// ```
+/// use shmsync::{Acquired, RawRobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// match m.lock()? {
+///     Acquired::Clean => {}
+///     // SAFETY: held by this thread (just acquired).
+///     Acquired::OwnerDied => unsafe { m.make_consistent()? }, // after repairing
+/// }
+/// // SAFETY: held by this thread; nothing borrowed from the lock outlives it.
+/// unsafe { m.unlock()? };
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "an OwnerDied acquisition must be repaired and made consistent"]
 pub enum Acquired {
@@ -35,19 +52,38 @@ pub enum Acquired {
     OwnerDied,
 }
 
-/// Why a lock was not acquired. The caller does not hold the lock.
+/// Why a lock was not acquired (or an unlock failed). The caller does not hold the
+/// lock — for an unlock: nothing was released. Converts into [`Error`] with `From`.
+///
+/// ```
+/// use shmsync::{Acquired, RawLockError, RawRobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// assert_eq!(m.lock(), Ok(Acquired::Clean));
+/// assert_eq!(m.lock(), Err(RawLockError::Deadlock));
+/// let e: shmsync::Error = RawLockError::TimedOut.into();
+/// assert!(matches!(e, shmsync::Error::TimedOut(_)));
+/// // SAFETY: held by this thread (locked above); no data borrow outlives it.
+/// unsafe { m.unlock() }?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RawLockError {
-    /// `try_lock`: another thread holds it.
+    /// `try_lock`: another thread holds it. Retry later or use a blocking form.
     WouldBlock,
-    /// The deadline passed first.
+    /// The deadline passed first; the holder is alive or of unknown liveness. Retry, or
+    /// report the holder ([`state`](RawRobustMutex::state)).
     TimedOut,
-    /// The calling thread already holds it (error-checking mutex).
+    /// The calling thread already holds it (error-checking mutex): a caller bug.
     Deadlock,
     /// An owner died and its successor unlocked without `make_consistent`: the mutex is
-    /// unusable until re-initialized under exclusive access.
+    /// unusable until [`reinit`](RawRobustMutex::reinit) under exclusive access.
     NotRecoverable,
-    /// Any other error number from pthread.
+    /// Any other error number from pthread; from `unlock`, `EPERM`: the calling thread
+    /// does not hold the lock (a caller bug, or a lock inherited across `fork`).
     Os(i32),
     /// A word of glibc's `pthread_mutex_t` that glibc acts on holds a value that neither
     /// this build's initialization nor glibc's own use leaves there (corrupt or hostile
@@ -65,7 +101,15 @@ pub enum RawLockError {
 /// Which word of glibc's `pthread_mutex_t` a [`RawLockError::Corrupt`] is about. (A
 /// one-byte tag, not a string, so lock results stay two words and return in registers
 /// on the uncontended path.)
+///
+/// ```
+/// use shmsync::{MutexWord, RawLockError};
+///
+/// let e = RawLockError::Corrupt { word: MutexWord::Kind, found: 7 };
+/// assert!(e.to_string().contains("kind"));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MutexWord {
     /// `__kind`: not the kind this build's initialization writes.
     Kind,
@@ -84,14 +128,15 @@ impl fmt::Display for MutexWord {
 
 impl RawLockError {
     /// This error as the crate's [`Error`], naming `what` was being locked (e.g.
-    /// `"lease table lock"`): [`Error::TimedOut`], [`Error::Corrupt`], or
-    /// [`Error::Os`] with the pthread error number.
+    /// `"lease table lock"`): [`Error::TimedOut`], [`Error::WouldBlock`],
+    /// [`Error::Corrupt`], or [`Error::Os`] with the pthread error number (`EDEADLK`,
+    /// `ENOTRECOVERABLE`, ...).
     #[cold]
     pub(crate) fn into_error(self, what: &'static str) -> Error {
         let errno = match self {
             RawLockError::TimedOut => return Error::TimedOut(what),
+            RawLockError::WouldBlock => return Error::WouldBlock(what),
             RawLockError::Corrupt { .. } => return Error::Corrupt(format!("{what}: {self}")),
-            RawLockError::WouldBlock => libc::EBUSY,
             RawLockError::Deadlock => libc::EDEADLK,
             RawLockError::NotRecoverable => libc::ENOTRECOVERABLE,
             RawLockError::Os(e) => e,
@@ -102,7 +147,8 @@ impl RawLockError {
 
 impl From<RawLockError> for Error {
     /// [`RawLockError::Corrupt`] becomes [`Error::Corrupt`], `TimedOut`
-    /// [`Error::TimedOut`], every other variant [`Error::Os`] with its error number.
+    /// [`Error::TimedOut`], `WouldBlock` [`Error::WouldBlock`], every other variant
+    /// [`Error::Os`] with its error number.
     #[cold]
     fn from(e: RawLockError) -> Error {
         e.into_error("mutex lock")
@@ -133,7 +179,22 @@ impl fmt::Display for RawLockError {
 impl std::error::Error for RawLockError {}
 
 /// What a mutex looks like from outside, read without locking it.
+///
+/// ```
+/// use shmsync::{MutexState, RawRobustMutex, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// assert_eq!(m.state(), MutexState::Free);
+/// m.lock()?;
+/// assert!(matches!(m.state(), MutexState::Locked { .. }));
+/// // SAFETY: held by this thread.
+/// unsafe { m.unlock()? };
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MutexState {
     /// Nobody holds it.
     Free,
@@ -189,6 +250,19 @@ impl fmt::Display for MutexState {
 
 /// A robust, process-shared, error-checking mutex without data, with a header.
 /// 64 bytes on x86_64 glibc; `#[repr(C)]`; never moved once placed.
+///
+/// ```
+/// use shmsync::{RawRobustMutex, Segment};
+/// use std::time::Duration;
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
+/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
+/// m.lock_timeout(Duration::from_secs(1))?;
+/// // SAFETY: held by this thread; no data borrowed under it outlives the unlock.
+/// unsafe { m.unlock()? };
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[repr(C)]
 pub struct RawRobustMutex {
     header: ObjectHeader,
@@ -344,11 +418,6 @@ impl RawRobustMutex {
             });
         }
         Ok(())
-    }
-
-    /// The header (for tools that inspect shared objects).
-    pub fn header(&self) -> &ObjectHeader {
-        &self.header
     }
 
     /// # Safety
@@ -637,11 +706,25 @@ impl RawRobustMutex {
         }
     }
 
-    /// Blocks until the lock is acquired or `deadline` (absolute, `CLOCK_MONOTONIC`)
-    /// passes. A lock that is free is acquired even if the deadline has passed; a
-    /// held lock with a past deadline gives [`RawLockError::TimedOut`] at once.
+    /// Blocks until the lock is acquired or `timeout` has passed
+    /// ([`RawLockError::TimedOut`]). A free lock is acquired even with a zero timeout.
     #[inline]
-    pub fn lock_deadline(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
+    pub fn lock_timeout(&self, timeout: Duration) -> Result<Acquired, RawLockError> {
+        self.lock_until(Deadline::after(timeout))
+    }
+
+    /// Blocks until the lock is acquired or `deadline` passes. A lock that is free is
+    /// acquired even if the deadline has passed; a held lock with a past deadline gives
+    /// [`RawLockError::TimedOut`] at once.
+    #[inline]
+    pub fn lock_deadline(&self, deadline: Instant) -> Result<Acquired, RawLockError> {
+        self.lock_until(Deadline::from_instant(deadline))
+    }
+
+    /// [`lock_deadline`](Self::lock_deadline) with the crate's `CLOCK_MONOTONIC`
+    /// deadline.
+    #[inline]
+    pub(crate) fn lock_until(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
         #[cfg(not(shmsync_loom))]
         {
             let r = if self.kind_ok() {
@@ -693,11 +776,13 @@ impl RawRobustMutex {
             .with_mut(|m| unsafe { libc::pthread_mutex_timedlock(m, &ts) })
     }
 
-    /// Releases the lock. Returns 0, or an error number: `EPERM` from pthread if the
-    /// caller broke the safety contract, or `EINVAL` if glibc's kind word is corrupt
-    /// (see [`lock`](Self::lock)): glibc is then not called, and the lock stays held by
-    /// this thread and on its robust list, so the kernel marks it owner-died when the
-    /// thread exits (keep the memory mapped until then).
+    /// Releases the lock. Fails with [`RawLockError::Os`]`(EPERM)` from pthread if the
+    /// calling thread does not hold it (the caller broke the safety contract, or the
+    /// lock was inherited across `fork`), or with [`RawLockError::Corrupt`] if glibc's
+    /// kind word is corrupt (see [`lock`](Self::lock)): glibc is then not called, and
+    /// the lock stays held by this thread and on its robust list, so the kernel marks
+    /// it owner-died when the thread exits (keep the memory mapped until then). Either
+    /// way there is nothing to retry.
     ///
     /// # Safety
     ///
@@ -706,7 +791,30 @@ impl RawRobustMutex {
     ///   but the data the lock protects may already have been touched without it);
     /// - a reference to data protected by the lock outlives this call.
     #[inline]
-    pub unsafe fn unlock(&self) -> i32 {
+    pub unsafe fn unlock(&self) -> Result<(), RawLockError> {
+        // SAFETY: forwarded: the caller's promises are `unlock_raw`'s.
+        match unsafe { self.unlock_raw() } {
+            0 => Ok(()),
+            r => Err(self.unlock_failed(r)),
+        }
+    }
+
+    #[cold]
+    fn unlock_failed(&self, r: i32) -> RawLockError {
+        if r == libc::EINVAL && !self.kind_ok() {
+            return self.corrupt_kind();
+        }
+        RawLockError::Os(r)
+    }
+
+    /// [`unlock`](Self::unlock) returning pthread's number: 0, `EPERM`, or `EINVAL` for
+    /// a corrupt kind word (glibc not called).
+    ///
+    /// # Safety
+    ///
+    /// As for [`unlock`](Self::unlock).
+    #[inline]
+    pub(crate) unsafe fn unlock_raw(&self) -> i32 {
         #[cfg(not(shmsync_loom))]
         {
             if !self.kind_ok() {
@@ -800,7 +908,7 @@ impl RawRobustMutex {
     /// locker gets [`Acquired::OwnerDied`] instead of hanging. Returns the dead TID it
     /// released, or `None` (free, owner alive or unknown, or the word changed meanwhile).
     ///
-    /// The owner is judged by its thread id ([`process::thread_liveness`]): an exited
+    /// The owner is judged by its thread id (`thread_liveness`): an exited
     /// thread is dead even while other threads of its process run (the kernel would have
     /// handed on its robust mutexes at that exit), a running thread is alive whether or
     /// not it is its process's main thread, and an owner whose liveness is unknown (e.g.
@@ -1061,12 +1169,9 @@ mod tests {
         };
         assert_eq!(m.try_lock(), Err(corrupt));
         assert_eq!(m.lock(), Err(corrupt));
-        assert_eq!(
-            m.lock_deadline(Deadline::after(Duration::ZERO)),
-            Err(corrupt)
-        );
+        assert_eq!(m.lock_timeout(Duration::ZERO), Err(corrupt));
         // SAFETY: not held; the check refuses before glibc could report EPERM.
-        assert_eq!(unsafe { m.unlock() }, libc::EINVAL);
+        assert_eq!(unsafe { m.unlock() }, Err(corrupt));
         // SAFETY: not held, but glibc is not reached (the check refuses first).
         assert_eq!(unsafe { m.make_consistent() }, Err(corrupt));
         assert!(matches!(Error::from(corrupt), Error::Corrupt(_)));
@@ -1074,7 +1179,7 @@ mod tests {
         unsafe { m.reinit() }.unwrap();
         assert_eq!(m.try_lock(), Ok(Acquired::Clean));
         // SAFETY: held by this thread (just locked).
-        assert_eq!(unsafe { m.unlock() }, 0);
+        assert_eq!(unsafe { m.unlock() }, Ok(()));
     }
 
     use core::time::Duration;

@@ -37,7 +37,7 @@
 //!   never two initializers. A claimant killed mid-initialization leaves an unpublished
 //!   slot (and at worst some unreachable space) that the next claimant reuses.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -53,15 +53,15 @@ const HEADER_SIZE: usize = 128;
 /// Bytes of one table entry.
 const ENTRY_SIZE: usize = 96;
 /// Longest object name, in bytes (UTF-8).
-pub const MAX_NAME_LEN: usize = 40;
+pub(crate) const MAX_NAME_LEN: usize = 40;
 /// Table capacity used by [`Region::create`] (fills the first page).
-pub const DEFAULT_CAPACITY: u32 = 41;
+pub(crate) const DEFAULT_CAPACITY: u32 = 41;
 /// Largest table capacity accepted from a caller or from a segment.
-pub const MAX_CAPACITY: u32 = 4096;
+pub(crate) const MAX_CAPACITY: u32 = 4096;
 /// Data starts on a page boundary.
 const PAGE: u64 = 4096;
 /// How long an opener waits for another process's initialization or table append.
-pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 #[repr(C)]
 struct RegionHeader {
@@ -114,6 +114,16 @@ static_assertions::const_assert_eq!(PAGE as usize, crate::segment::MAP_ALIGN);
 /// Where a region lives, parsed from the names the `shmsync` tool accepts:
 /// `/name` (POSIX shared memory: one leading slash, no other), `sysv:KEY` (decimal or
 /// `0x` hex), or a file path (anything else with a `/`, or `file:PATH`).
+///
+/// ```
+/// use shmsync::Location;
+///
+/// assert_eq!(Location::parse("/orders")?, Location::Posix("/orders".into()));
+/// assert_eq!(Location::parse("sysv:0x10")?, Location::SysV(16));
+/// assert_eq!(Location::parse("./orders.shm")?, Location::File("./orders.shm".into()));
+/// assert_eq!(Location::parse("/orders")?.to_string(), "/orders");
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Location {
     /// POSIX shared memory.
@@ -206,6 +216,16 @@ impl core::fmt::Display for Location {
 }
 
 /// A table entry, as read and validated from the segment.
+///
+/// ```
+/// use shmsync::{inspect, RawRobustMutex, Region, Segment};
+///
+/// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
+/// region.get_or_init::<RawRobustMutex>("lock", ())?;
+/// let entry = &region.entries()?[0];
+/// assert_eq!((entry.name.as_str(), entry.kind), ("lock", shmsync::Kind::Mutex));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntryInfo {
     /// The object's name.
@@ -231,7 +251,7 @@ pub struct EntryInfo {
 /// let region = Region::from_segment(Segment::anonymous(1 << 16)?)?;
 /// let lock = region.get_or_init::<RawRobustMutex>("lock", ())?;
 /// assert!(lock.try_lock().is_ok());
-/// # unsafe { lock.unlock() };
+/// # unsafe { lock.unlock() }?;
 /// // A second lookup finds the same object; the wrong type is an error.
 /// assert!(core::ptr::eq(lock, region.get::<RawRobustMutex>("lock")?));
 /// # Ok::<(), shmsync::Error>(())
@@ -251,7 +271,7 @@ pub struct Region {
 /// `shmsync inspect` does):
 ///
 /// ```
-/// use shmsync::region::{Location, RegionOptions};
+/// use shmsync::{Location, RegionOptions};
 /// use shmsync::{Error, RawRobustMutex, Region};
 /// # let loc = Location::parse(&format!("/shmsync-doc-ro-{}", std::process::id()))?;
 /// # let _creator = Region::create(&loc, 1 << 16)?;
@@ -319,7 +339,7 @@ macro_rules! setters {
 }
 
 impl RegionOptions {
-    /// The defaults: capacity [`DEFAULT_CAPACITY`], wait [`DEFAULT_WAIT`], initializing,
+    /// The defaults: capacity [`DEFAULT_CAPACITY`](Region::DEFAULT_CAPACITY), wait [`DEFAULT_WAIT`](Region::DEFAULT_WAIT), initializing,
     /// read-write, own segments only, mode 0600.
     pub fn new() -> RegionOptions {
         RegionOptions::default()
@@ -395,7 +415,7 @@ impl Region {
         Ok(region)
     }
 
-    /// Opens an existing region (waiting up to [`DEFAULT_WAIT`] for its initializer; a
+    /// Opens an existing region (waiting up to [`DEFAULT_WAIT`](Region::DEFAULT_WAIT) for its initializer; a
     /// dead initializer is taken over).
     pub fn open(location: &Location) -> Result<Region> {
         Region::open_with(location, RegionOptions::default())
@@ -463,7 +483,7 @@ impl Region {
     /// readable.
     ///
     /// ```
-    /// use shmsync::region::RegionOptions;
+    /// use shmsync::RegionOptions;
     /// use shmsync::{Region, RobustMutex};
     ///
     /// // Any MAP_SHARED mapping will do; this one is a file shared through memmap2.
@@ -845,7 +865,7 @@ impl Region {
 
     /// The object named `name`, creating and initializing it with `init` if it does not
     /// exist yet. Races between processes are safe: exactly one initializes it; the
-    /// others wait (up to [`DEFAULT_WAIT`]) and then attach; if the initializer dies,
+    /// others wait (up to [`DEFAULT_WAIT`](Region::DEFAULT_WAIT)) and then attach; if the initializer dies,
     /// another process takes over. [`Error::ReadOnly`] on a read-only region.
     pub fn get_or_init<T: Shared>(&self, name: &str, init: T::Init) -> Result<&T> {
         self.get_or_init_with(name, init, DEFAULT_WAIT)
@@ -1110,7 +1130,7 @@ fn check_capacity(capacity: u32, size: usize) -> Result<()> {
 /// A control character (Unicode category Cc: the C0 range with NUL and ESC, DEL, and
 /// the C1 range) is refused because names are shown to people — a terminal escape in a
 /// name could erase or forge the lines a tool prints.
-pub fn validate_object_name(name: &str) -> Result<()> {
+pub(crate) fn validate_object_name(name: &str) -> Result<()> {
     let reason = if name.is_empty() {
         "empty"
     } else if name.len() > MAX_NAME_LEN {
@@ -1129,21 +1149,47 @@ pub fn validate_object_name(name: &str) -> Result<()> {
     })
 }
 
-/// Test hook: when `SHMSYNC_TEST_FAILPOINT` names this point, the process stops here
-/// forever (the test then SIGKILLs it), to simulate dying at exactly this step. Only
-/// reached on the cold creation paths.
+impl Region {
+    /// The longest object name, in bytes.
+    pub const MAX_NAME_LEN: usize = MAX_NAME_LEN;
+    /// The number of table entries a region gets unless [`RegionOptions::capacity`]
+    /// says otherwise.
+    pub const DEFAULT_CAPACITY: u32 = DEFAULT_CAPACITY;
+    /// The largest table capacity a region may have.
+    pub const MAX_CAPACITY: u32 = MAX_CAPACITY;
+    /// How long opening a region waits, by default, for its creator to finish
+    /// initializing it.
+    pub const DEFAULT_WAIT: Duration = DEFAULT_WAIT;
+}
+
+/// The environment variable naming the failpoint a test process stops at.
+#[cfg(feature = "test-hooks")]
+pub const FAILPOINT_ENV: &str = "SHMSYNC_TEST_FAILPOINT";
+/// The environment variable naming the file a process writes when it reaches its
+/// failpoint.
+#[cfg(feature = "test-hooks")]
+pub const FAILPOINT_MARKER_ENV: &str = "SHMSYNC_TEST_FAILPOINT_MARKER";
+
+/// Test hook: when [`FAILPOINT_ENV`] names this point, the process stops here forever
+/// (the test then SIGKILLs it), to simulate dying at exactly this step. Only reached on
+/// the cold creation paths, and compiled only with the `test-hooks` feature.
+#[cfg(feature = "test-hooks")]
 #[cold]
 fn failpoint(point: &str) {
-    if std::env::var_os("SHMSYNC_TEST_FAILPOINT").is_some_and(|v| v == point) {
-        let marker = std::env::var_os("SHMSYNC_TEST_FAILPOINT_MARKER");
-        if let Some(path) = marker {
-            let _ = std::fs::write(Path::new(&path), point);
+    if std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == point) {
+        if let Some(path) = std::env::var_os(FAILPOINT_MARKER_ENV) {
+            let _ = std::fs::write(std::path::Path::new(&path), point);
         }
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
 }
+
+/// Without the `test-hooks` feature a failpoint is nothing.
+#[cfg(not(feature = "test-hooks"))]
+#[inline(always)]
+fn failpoint(_point: &str) {}
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,7 @@
 //! # Protocol
 //!
 //! * `try_wait` / the fast path of `wait`: CAS `value` from `v > 0` to `v - 1`.
-//! * `post_n(n)`: CAS `value` from `v` to `v + n` (refusing to pass [`MAX_VALUE`]), then,
+//! * `post_n(n)`: CAS `value` from `v` to `v + n` (refusing to pass [`MAX_VALUE`](Semaphore::MAX_VALUE)), then,
 //!   only if `sleepers > 0`, `FUTEX_WAKE(value, n)`: no more sleepers woken than permits
 //!   added, and no system call when nobody sleeps.
 //! * slow path of `wait`: spin a bounded, adaptive number of rounds watching `value`;
@@ -46,24 +46,42 @@ use core::fmt;
 use core::time::Duration;
 use std::time::Instant;
 
+use crate::error::Error;
 #[cfg(not(shmsync_loom))]
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::futex::{Deadline, WaitOutcome};
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
 use crate::sync::{futex_impl, AtomicU32, Ordering};
 
 /// The largest value a semaphore can hold: `i32::MAX`, like glibc's `SEM_VALUE_MAX`.
-pub const MAX_VALUE: u32 = i32::MAX as u32;
+pub(crate) const MAX_VALUE: u32 = i32::MAX as u32;
 
 /// Why a semaphore operation did not complete. Nothing was changed in any case.
+/// Converts into [`Error`] with `From`.
+///
+/// ```
+/// use shmsync::{SemError, Semaphore};
+/// use std::time::Duration;
+///
+/// let sem = Semaphore::new(0);
+/// assert_eq!(sem.try_wait(), Err(SemError::WouldBlock));
+/// assert_eq!(sem.wait_timeout(Duration::ZERO), Err(SemError::TimedOut));
+/// assert_eq!(sem.post_n(Semaphore::MAX_VALUE + 1), Err(SemError::Overflow));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum SemError {
-    /// `post` would have raised the value above [`MAX_VALUE`] (`sem_post`'s EOVERFLOW).
+    /// `post` would have raised the value above [`MAX_VALUE`](Semaphore::MAX_VALUE)
+    /// (`sem_post`'s EOVERFLOW). More posts than waits: a caller bug, or a peer posting
+    /// for permits it never took.
     Overflow,
-    /// The deadline passed before a permit became available.
+    /// The deadline passed before a permit became available. Retry, or give up; a dead
+    /// process's permits are not returned to a plain semaphore (use
+    /// [`LeasedSemaphore`](crate::LeasedSemaphore) for that).
     TimedOut,
-    /// `try_wait`: no permit is available now.
+    /// `try_wait`: no permit is available now. Retry later or use a blocking form.
     WouldBlock,
 }
 
@@ -79,8 +97,21 @@ impl fmt::Display for SemError {
 
 impl std::error::Error for SemError {}
 
+impl From<SemError> for Error {
+    /// `Overflow` becomes [`Error::Overflow`], `TimedOut` [`Error::TimedOut`] and
+    /// `WouldBlock` [`Error::WouldBlock`], each naming the semaphore.
+    #[cold]
+    fn from(e: SemError) -> Error {
+        match e {
+            SemError::Overflow => Error::Overflow("semaphore value"),
+            SemError::TimedOut => Error::TimedOut("semaphore permit"),
+            SemError::WouldBlock => Error::WouldBlock("semaphore permit"),
+        }
+    }
+}
+
 /// A counting semaphore that lives in shared memory. 8 bytes, 4-byte aligned,
-/// `#[repr(C)]`; see the [module documentation](self) for the layout and protocol.
+/// `#[repr(C)]`; see the module documentation of `src/semaphore.rs` for the layout and protocol.
 ///
 /// ```
 /// use shmsync::{Segment, Semaphore};
@@ -111,6 +142,9 @@ static_assertions::assert_eq_size!(Semaphore, [u8; 8]);
 static_assertions::const_assert_eq!(core::mem::align_of::<Semaphore>(), 4);
 
 impl Semaphore {
+    /// The largest value a semaphore can hold: `i32::MAX`, like glibc's `SEM_VALUE_MAX`.
+    pub const MAX_VALUE: u32 = MAX_VALUE;
+
     /// A semaphore holding `value` permits, by value: for a `static`, memory shared
     /// only between threads, or a field of a larger `#[repr(C)]` value written into a
     /// shared mapping (the contract for that is under
@@ -194,7 +228,7 @@ impl Semaphore {
     /// Adds one permit, waking one sleeper if any.
     ///
     /// Fails with [`SemError::Overflow`], changing nothing, if the value is
-    /// [`MAX_VALUE`].
+    /// [`MAX_VALUE`](Semaphore::MAX_VALUE).
     #[inline]
     pub fn post(&self) -> Result<(), SemError> {
         self.post_n(1)
@@ -204,7 +238,7 @@ impl Semaphore {
     /// then no system call is made). `post_n(0)` does nothing.
     ///
     /// Fails with [`SemError::Overflow`], changing nothing, if the value would exceed
-    /// [`MAX_VALUE`].
+    /// [`MAX_VALUE`](Semaphore::MAX_VALUE).
     #[inline]
     pub fn post_n(&self, n: u32) -> Result<(), SemError> {
         if n == 0 {
@@ -302,7 +336,7 @@ impl Semaphore {
     /// As [`wait_deadline`](Self::wait_deadline), with the crate's [`Deadline`]
     /// (absolute `CLOCK_MONOTONIC`).
     #[inline]
-    pub fn wait_until(&self, deadline: Deadline) -> Result<(), SemError> {
+    pub(crate) fn wait_until(&self, deadline: Deadline) -> Result<(), SemError> {
         if self.try_wait().is_ok() {
             return Ok(());
         }
@@ -397,8 +431,6 @@ impl fmt::Debug for Semaphore {
             .finish()
     }
 }
-
-pub use crate::spin::{PROBE_EVERY, SPIN_LIMIT, SPIN_MIN};
 
 // SAFETY: a semaphore is two u32 words for which every bit pattern is valid; `init_at`
 // writes both; no pointers.

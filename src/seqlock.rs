@@ -44,11 +44,13 @@ use core::fmt;
 #[cfg(shmsync_loom)]
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
+use std::time::{Duration, Instant};
 
 use bytemuck::{AnyBitPattern, NoUninit};
 
+use crate::error::Error;
 #[cfg(not(shmsync_loom))]
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::futex::Deadline;
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
@@ -105,15 +107,38 @@ impl<T> Slot<T> {
     }
 }
 
-/// Why a seqlock operation did not complete.
+/// Why a seqlock operation did not complete; nothing was published. Converts into
+/// [`Error`] with `From`.
+///
+/// ```
+/// use shmsync::{RawLockError, Segment, SeqLock, SeqLockError};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: a fresh, private, page-aligned mapping that outlives `lock`.
+/// let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 1u64)? };
+/// // A write from inside a `write` on the same lock is refused, not a hang.
+/// let inner = lock.write(|v| {
+///     *v += 1;
+///     let nested = lock.write(|_| {});
+///     assert_eq!(nested, Err(SeqLockError::Lock(RawLockError::Deadlock)));
+/// })?;
+/// assert_eq!((lock.read(), inner.version), (2, 1));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SeqLockError {
     /// The deadline passed first: for a read, writers kept overwriting the copy being
-    /// read; for a write, another writer held the writer lock.
+    /// read; for a write, another writer held the writer lock. Retry later, or report.
     TimedOut,
+    /// A `try_*` call could not complete without waiting: for
+    /// [`try_read`](SeqLock::try_read), writers overwrote the copy while it was being
+    /// read; for [`try_write`](SeqLock::try_write), another writer holds the lock.
+    WouldBlock,
     /// The writer lock could not be taken (e.g. [`RawLockError::Deadlock`]: a `write`
-    /// closure called `write` on the same lock).
+    /// closure called `write` on the same lock — a caller bug; or
+    /// [`RawLockError::Corrupt`]: stop using the segment). See [`RawLockError`] for
+    /// each case.
     Lock(RawLockError),
 }
 
@@ -121,6 +146,7 @@ impl fmt::Display for SeqLockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SeqLockError::TimedOut => f.write_str("seqlock: timed out"),
+            SeqLockError::WouldBlock => f.write_str("seqlock: would block"),
             SeqLockError::Lock(e) => write!(f, "seqlock writer lock: {e}"),
         }
     }
@@ -128,16 +154,41 @@ impl fmt::Display for SeqLockError {
 
 impl std::error::Error for SeqLockError {}
 
+impl From<SeqLockError> for Error {
+    /// `TimedOut` and `WouldBlock` become [`Error::TimedOut`] and [`Error::WouldBlock`];
+    /// a writer-lock failure converts as [`RawLockError`] does.
+    #[cold]
+    fn from(e: SeqLockError) -> Error {
+        match e {
+            SeqLockError::TimedOut => Error::TimedOut("seqlock"),
+            SeqLockError::WouldBlock => Error::WouldBlock("seqlock"),
+            SeqLockError::Lock(e) => e.into_error("seqlock writer lock"),
+        }
+    }
+}
+
 impl From<RawLockError> for SeqLockError {
     fn from(e: RawLockError) -> SeqLockError {
         match e {
             RawLockError::TimedOut => SeqLockError::TimedOut,
+            RawLockError::WouldBlock => SeqLockError::WouldBlock,
             other => SeqLockError::Lock(other),
         }
     }
 }
 
 /// What a successful write did besides publishing.
+///
+/// ```
+/// use shmsync::{Segment, SeqLock};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `lock`.
+/// let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 0u64)? };
+/// let outcome = lock.store(7)?;
+/// assert_eq!((outcome.version, outcome.repaired), (1, false));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteOutcome {
     /// The previous writer died holding the writer lock (perhaps halfway through
@@ -150,6 +201,17 @@ pub struct WriteOutcome {
 }
 
 /// A diagnostic snapshot of a seqlock, for tools (see [`SeqLock::state`]).
+///
+/// ```
+/// use shmsync::{Segment, SeqLock};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives `lock`.
+/// let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 0u64)? };
+/// let state = lock.state();
+/// assert!(!state.writing && !state.is_torn());
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeqLockState {
     /// Published writes so far.
@@ -205,7 +267,7 @@ impl fmt::Display for SeqLockState {
 /// [`read_deadline`](Self::read_deadline)) never write shared memory and never block on
 /// a writer; writers ([`write`](Self::write), [`store`](Self::store)) serialize on a
 /// [`RawRobustMutex`] shared by every process. The protocol is in the
-/// [module docs](crate::seqlock).
+/// module documentation of `src/seqlock.rs`.
 ///
 /// `T` must be [`AnyBitPattern`] (the bytes a reader validates are a `T` whatever
 /// they are) and, to be written, [`NoUninit`] (writers copy `T`'s bytes into shared
@@ -219,7 +281,7 @@ impl fmt::Display for SeqLockState {
 ///
 /// | offset | size | field |
 /// |---|---|---|
-/// | 0 | 24 | [`ObjectHeader`] (kind `SeqLock`; `aux` = `size_of::<T>()`) |
+/// | 0 | 24 | `ObjectHeader` (kind `SeqLock`; `aux` = `size_of::<T>()`) |
 /// | 24 | 8 | `seq` |
 /// | 32 | 64 | writer lock ([`RawRobustMutex`], with its own header) |
 /// | 96 | 2 × W·8 | the two copies, W = `ceil(size_of::<T>() / 8)` words each |
@@ -335,7 +397,7 @@ impl WriterGuard<'_> {
         }
         // SAFETY: this guard exists only while this thread holds the lock, and no
         // reference to the copies outlives the write.
-        unsafe { self.lock.unlock() }
+        unsafe { self.lock.unlock_raw() }
     }
 }
 
@@ -415,17 +477,30 @@ impl<T: AnyBitPattern> SeqLock<T> {
         }
     }
 
-    /// One read attempt: `None` if writers overwrote the copy while it was being read
-    /// (see [`read`](Self::read)).
+    /// One read attempt: [`SeqLockError::WouldBlock`] if writers overwrote the copy
+    /// while it was being read (see [`read`](Self::read)).
     #[inline]
-    pub fn try_read(&self) -> Option<T> {
-        self.try_read_versioned().map(|(value, _)| value)
+    pub fn try_read(&self) -> core::result::Result<T, SeqLockError> {
+        match self.try_read_versioned() {
+            Some((value, _)) => Ok(value),
+            None => Err(SeqLockError::WouldBlock),
+        }
     }
 
-    /// Reads the current value, retrying until `deadline` (absolute, `CLOCK_MONOTONIC`)
-    /// passes, then failing with [`SeqLockError::TimedOut`]. At least one attempt is
-    /// made even if the deadline has passed.
-    pub fn read_deadline(&self, deadline: Deadline) -> core::result::Result<T, SeqLockError> {
+    /// Reads the current value, retrying for at most `timeout`, then failing with
+    /// [`SeqLockError::TimedOut`]. At least one attempt is made.
+    pub fn read_timeout(&self, timeout: Duration) -> core::result::Result<T, SeqLockError> {
+        self.read_until(Deadline::after(timeout))
+    }
+
+    /// Reads the current value, retrying until `deadline` passes, then failing with
+    /// [`SeqLockError::TimedOut`]. At least one attempt is made even if the deadline
+    /// has passed.
+    pub fn read_deadline(&self, deadline: Instant) -> core::result::Result<T, SeqLockError> {
+        self.read_until(Deadline::from_instant(deadline))
+    }
+
+    fn read_until(&self, deadline: Deadline) -> core::result::Result<T, SeqLockError> {
         if let Some((value, _)) = self.try_read_versioned() {
             return Ok(value);
         }
@@ -501,11 +576,6 @@ impl<T: AnyBitPattern> SeqLock<T> {
     /// lock (see [`SeqLockState::is_torn`]). Readers are unaffected either way.
     pub fn is_torn(&self) -> bool {
         self.state().is_torn()
-    }
-
-    /// The header (for tools that inspect shared objects).
-    pub fn header(&self) -> &ObjectHeader {
-        &self.header
     }
 
     /// The writer lock (for tools; writers use [`write`](Self::write)).
@@ -675,14 +745,46 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         })
     }
 
-    /// As [`write`](Self::write), giving up with [`SeqLockError::TimedOut`] if the
-    /// writer lock is not acquired by `deadline` (absolute, `CLOCK_MONOTONIC`).
+    /// As [`write`](Self::write) if no other writer holds the writer lock now;
+    /// [`SeqLockError::WouldBlock`] (and `f` is not called) otherwise.
+    pub fn try_write(
+        &self,
+        f: impl FnOnce(&mut T),
+    ) -> core::result::Result<WriteOutcome, SeqLockError> {
+        let acquired = self.writer.try_lock()?;
+        self.write_locked(acquired, |this, version| {
+            let mut value = this.published(version);
+            f(&mut value);
+            value
+        })
+    }
+
+    /// As [`write`](Self::write), giving up with [`SeqLockError::TimedOut`] (and not
+    /// calling `f`) if the writer lock is not acquired within `timeout`.
+    pub fn write_timeout(
+        &self,
+        timeout: Duration,
+        f: impl FnOnce(&mut T),
+    ) -> core::result::Result<WriteOutcome, SeqLockError> {
+        self.write_until(Deadline::after(timeout), f)
+    }
+
+    /// As [`write`](Self::write), giving up with [`SeqLockError::TimedOut`] (and not
+    /// calling `f`) if the writer lock is not acquired by `deadline`.
     pub fn write_deadline(
+        &self,
+        deadline: Instant,
+        f: impl FnOnce(&mut T),
+    ) -> core::result::Result<WriteOutcome, SeqLockError> {
+        self.write_until(Deadline::from_instant(deadline), f)
+    }
+
+    fn write_until(
         &self,
         deadline: Deadline,
         f: impl FnOnce(&mut T),
     ) -> core::result::Result<WriteOutcome, SeqLockError> {
-        let acquired = self.writer.lock_deadline(deadline)?;
+        let acquired = self.writer.lock_until(deadline)?;
         self.write_locked(acquired, |this, version| {
             let mut value = this.published(version);
             f(&mut value);
@@ -705,7 +807,7 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
     ///
     /// Errors: [`SeqLockError::TimedOut`] if a live writer holds the lock past
     /// `deadline`; [`SeqLockError::Lock`] if the lock fails otherwise.
-    pub fn repair(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
+    pub fn repair(&self, deadline: Instant) -> core::result::Result<bool, SeqLockError> {
         let acquired = self.writer.lock_deadline(deadline)?;
         // Relaxed: we hold the writer lock (see `write_locked`).
         let writing = self.seq.load(Ordering::Relaxed) & 1 == 1;
@@ -723,13 +825,13 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         Ok(acquired == Acquired::OwnerDied)
     }
 
-    /// Test-only fail point (hidden from the docs): takes the writer lock, marks a write
+    /// Test hook (compiled only with the `test-hooks` feature): takes the writer lock, marks a write
     /// in progress and stores the first `words` words of `value` into the unpublished
     /// copy, then stops — leaving the lock held by this thread, as a writer killed
     /// mid-write would. Under loom it then abandons the lock (the model of the
     /// holder's death). Not for production use: this thread's next write gets
     /// [`RawLockError::Deadlock`].
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn __test_write_partial(
         &self,
         value: T,
@@ -849,6 +951,20 @@ impl<T: AnyBitPattern> fmt::Debug for SeqLock<T> {
 /// The part of every [`SeqLock<T>`] that does not depend on `T` — header, counter and
 /// writer lock, at the same offsets — for tools that inspect or recover a seqlock
 /// without knowing its payload type (the `shmsync` operator tool).
+///
+/// ```
+/// use shmsync::{inspect::SeqLockView, Segment, SeqLock};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// // SAFETY: fresh, private, page-aligned memory that outlives both references.
+/// let view = unsafe {
+///     SeqLock::init_at(seg.as_ptr().cast(), [0u64; 4])?;
+///     SeqLockView::attach(seg.as_ptr().cast())?
+/// };
+/// assert_eq!(view.payload_size(), 32);
+/// assert!(!view.state().is_torn());
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[cfg(not(shmsync_loom))]
 #[repr(C)]
 pub struct SeqLockView {
@@ -907,7 +1023,7 @@ impl SeqLockView {
     ///
     /// A writer lock whose owner is alive or of unknown liveness is never taken from
     /// it: the lock below then waits for it until `deadline` ([`SeqLockError::TimedOut`]).
-    pub fn recover(&self, deadline: Deadline) -> core::result::Result<bool, SeqLockError> {
+    pub fn recover(&self, deadline: Instant) -> core::result::Result<bool, SeqLockError> {
         // A writer whose death the kernel never marked (see
         // `RawRobustMutex::release_dead_owner`, which releases only a proven-dead
         // owner thread) would make the lock below time out.
@@ -931,10 +1047,7 @@ impl SeqLockView {
             let _ = unsafe { self.writer.make_consistent() };
         }
         // SAFETY: we hold the writer lock.
-        let r = unsafe { self.writer.unlock() };
-        if r != 0 {
-            return Err(SeqLockError::Lock(RawLockError::Os(r)));
-        }
+        unsafe { self.writer.unlock() }?;
         Ok(torn || owner_died)
     }
 }

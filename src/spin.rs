@@ -29,13 +29,13 @@ use core::time::Duration;
 /// (2.5–30 µs measured on the reference machine, a 2-vCPU VM; see BENCHMARKS.md), so
 /// that a ping-pong pair can reach the regime where both sides spin. With 30 µs the
 /// benchmark's pair fell out of that regime and stayed out on slow wake-ups.
-pub const SPIN_LIMIT: Duration = Duration::from_micros(50);
+pub(crate) const SPIN_LIMIT: Duration = Duration::from_micros(50);
 /// Lower bound: a few cache-line round trips (0.15–0.25 µs each), so a partner that
 /// answers at once is still caught without a system call.
-pub const SPIN_MIN: Duration = Duration::from_nanos(1_000);
+pub(crate) const SPIN_MIN: Duration = Duration::from_nanos(1_000);
 /// With a collapsed budget, one slow-path wait in this many probes with the full
 /// limit.
-pub const PROBE_EVERY: u32 = 16;
+pub(crate) const PROBE_EVERY: u32 = 16;
 /// Spin rounds between two reads of the clock.
 const ROUNDS_PER_CLOCK_READ: u32 = 8;
 

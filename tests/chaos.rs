@@ -26,11 +26,11 @@ use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{
-    Condvar, Deadline, LeasedSemaphore, Liveness, LockError, MutexGuard, OwnerDiedGuard, Region,
-    RobustMutex, SeqLock,
+    Condvar, LeasedSemaphore, Liveness, LockError, MutexGuard, OwnerDiedGuard, Region, RobustMutex,
+    SeqLock,
 };
+use shmsync::{Location, RegionOptions};
 
 /// Exit code of a child whose own check failed (its panic hook `_exit`s with it).
 const CHILD_FAILED: i32 = 99;
@@ -1308,7 +1308,11 @@ fn permit_worker(args: &[String]) {
                 let mut rng = Rng(seed ^ (t + 1).wrapping_mul(0x9e37_79b9));
                 loop {
                     let permit = if rng.below(4) == 0 {
-                        sem.try_acquire().expect("try_acquire")
+                        match sem.try_acquire() {
+                            Ok(p) => Some(p),
+                            Err(shmsync::Error::WouldBlock(_)) => None,
+                            Err(e) => panic!("try_acquire: {e}"),
+                        }
                     } else {
                         match sem.acquire_timeout(rng.micros(3000)) {
                             Ok(p) => Some(p),
@@ -1582,7 +1586,7 @@ fn seq_writer(args: &[String]) {
         }
         let mut version = 0;
         let outcome = seq
-            .write_deadline(Deadline::after(CHILD_BOUND), |r| {
+            .write_timeout(CHILD_BOUND, |r| {
                 r.next(me);
                 version = r.version;
             })
@@ -1605,9 +1609,7 @@ fn seq_reader(args: &[String]) {
     bump(region.get::<RobustMutex<u64>>("ready").unwrap());
     let (mut last, mut reads) = (0u64, 0u64);
     loop {
-        let r = seq
-            .read_deadline(Deadline::after(CHILD_BOUND))
-            .expect("read_deadline");
+        let r = seq.read_timeout(CHILD_BOUND).expect("read_deadline");
         assert!(r.valid(), "torn read: {r:?}");
         assert!(r.version >= last, "version went back from {last}: {r:?}");
         last = r.version;
@@ -1660,7 +1662,7 @@ fn stress_chaos_seqlock() {
         });
         let mut check_read = |plan: &Plan, max_seen: &mut u64| {
             let r = seq
-                .read_deadline(Deadline::after(CHECK_BOUND))
+                .read_timeout(CHECK_BOUND)
                 .unwrap_or_else(|e| plan.fail(Some(&region), &format!("read: {e}")));
             if !r.valid() || r.version < *max_seen {
                 plan.fail(
@@ -1700,7 +1702,7 @@ fn stress_chaos_seqlock() {
             }
         }
         // Readers never stalled: they keep reading through the repair.
-        match seq.repair(Deadline::after(CHECK_BOUND)) {
+        match seq.repair(std::time::Instant::now() + CHECK_BOUND) {
             Ok(true) => repairs += 1,
             Ok(false) => {}
             Err(e) => plan.fail(Some(&region), &format!("repair: {e}")),

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{ShmName, SysvKey, TempPath};
-use shmsync::futex::{self, WaitOutcome};
-use shmsync::{Deadline, Segment};
+use shmsync::test_hooks::Deadline;
+use shmsync::test_hooks::{self as futex, WaitOutcome};
+use shmsync::Segment;
 
 const LEN: usize = 4096;
 /// The futex word the child waits on; it stays 0, so only a real wake ends the wait.

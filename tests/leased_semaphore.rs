@@ -11,8 +11,8 @@ mod common;
 use std::time::Duration;
 
 use shmsync::{
-    Acquired, Deadline, Error, LeasedSemaphore, Liveness, MutexState, ProcessIdentity,
-    RawRobustMutex, Segment,
+    Acquired, Error, LeasedSemaphore, Liveness, MutexState, ProcessIdentity, RawRobustMutex,
+    Segment,
 };
 
 #[test]
@@ -237,7 +237,10 @@ fn timeouts_try_and_a_full_table() {
     ));
     let c = sem.acquire_as(id(2), None).unwrap();
     assert_eq!(sem.value(), 0);
-    assert!(sem.try_acquire_as(id(1)).unwrap().is_none());
+    assert!(matches!(
+        sem.try_acquire_as(id(1)),
+        Err(Error::WouldBlock(_))
+    ));
     let t = std::time::Instant::now();
     assert!(matches!(
         sem.acquire_timeout(Duration::from_millis(20)),
@@ -337,17 +340,25 @@ fn tools_read_leases_and_reclaim_with_a_deadline_while_a_live_process_holds_the_
         (leases[0].permits, leases[0].liveness),
         (1, Liveness::Alive)
     );
-    // Reclaim gives up at its deadline instead of blocking.
-    let r = sem.reclaim_dead_deadline(Deadline::after(Duration::from_millis(50)));
+    // Reclaim gives up at its deadline instead of blocking; the try form at once.
+    let r = sem.reclaim_dead_timeout(Duration::from_millis(50));
     assert!(
         matches!(r, Err(Error::TimedOut("lease table lock"))),
         "{r:?}"
     );
+    let r = sem.reclaim_dead_deadline(std::time::Instant::now() + Duration::from_millis(50));
+    assert!(
+        matches!(r, Err(Error::TimedOut("lease table lock"))),
+        "{r:?}"
+    );
+    let r = sem.try_reclaim_dead();
+    assert!(
+        matches!(r, Err(Error::WouldBlock("lease table lock"))),
+        "{r:?}"
+    );
     // Once the holder is dead, reclaim gets the owner-died lock and the permit back.
     child.kill();
-    let r = sem
-        .reclaim_dead_deadline(Deadline::after(common::WATCHDOG))
-        .unwrap();
+    let r = sem.reclaim_dead_timeout(common::WATCHDOG).unwrap();
     assert_eq!(r.holders.len(), 1);
     assert_eq!(r.holders[0].0.pid, child.pid() as u32);
     assert_eq!(sem.value(), 2);
@@ -390,7 +401,7 @@ fn a_waiter_timing_out_on_a_contended_table_lock_does_not_stay_registered() {
         assert_eq!(lock.lock(), Ok(Acquired::Clean));
         let r = waiter.join().unwrap();
         // SAFETY: locked by this thread just above.
-        assert_eq!(unsafe { lock.unlock() }, 0);
+        assert_eq!(unsafe { lock.unlock() }, Ok(()));
         assert!(matches!(r, Err(Error::TimedOut(_))), "{r:?}");
     });
     assert_eq!(sem.waiters(), 0);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::Rng;
 use exercise::{Harness, Tally, KINDS, OBJECTS, REGION_LEN};
-use shmsync::region::Location;
+use shmsync::Location;
 use shmsync::Region;
 
 /// The seed when `SHMSYNC_MUTATION_SEED` is not set.

@@ -63,6 +63,7 @@ fn code<T: bytemuck::AnyBitPattern>(r: Result<MutexGuard<'_, T>, LockError<'_, T
         Err(LockError::NotRecoverable) => 6,
         Err(LockError::Os(_)) => 7,
         Err(LockError::Corrupt { .. }) => 8,
+        Err(_) => 9,
     }
 }
 const OK: u32 = 1;
@@ -227,6 +228,60 @@ fn unrepaired_owner_death_is_not_recoverable_everywhere_until_reinit() {
     .expect_success(common::WATCHDOG);
     assert_eq!(after.load(SeqCst), OK);
     assert_eq!(*m.lock().unwrap(), Pair { a: 1, b: 1 });
+}
+
+/// Locks through `?` the way the README shows: `into_repair` hands back the guard of
+/// an owner-died lock, and every other error propagates as a `shmsync::Error`.
+fn lock_and_repair(m: &RobustMutex<Pair>) -> shmsync::Result<Pair> {
+    let mut g = match m.try_lock() {
+        Ok(g) => g,
+        Err(e) => {
+            let mut repair = e.into_repair()?;
+            repair.b = repair.a;
+            repair.make_consistent()
+        }
+    };
+    g.a += 1;
+    g.b += 1;
+    Ok(*g)
+}
+
+#[test]
+fn into_repair_keeps_the_owner_died_guard_and_abandon_leaves_the_mutex_unrecoverable() {
+    let seg = Segment::anonymous(4096).unwrap();
+    let m = new_pair_mutex(&seg);
+    let locked: &AtomicU32 = ctl(&seg, 0);
+    let _w = common::Watchdog::new(common::WATCHDOG, "into_repair and abandon");
+
+    // A live holder: the error propagates (WouldBlock), nothing changes.
+    let mut holder = common::fork_child(|| hold_and_sleep(m, locked));
+    common::wait_until(common::WATCHDOG, "the child to hold the lock", || {
+        locked.load(SeqCst) == 1
+    });
+    assert!(matches!(lock_and_repair(m), Err(Error::WouldBlock(_))));
+    // The holder dies mid-update: `?` does not lose the guard; the repair runs.
+    holder.kill();
+    assert_eq!(lock_and_repair(m).unwrap(), Pair { a: 2, b: 2 });
+    assert_eq!(m.state(), MutexState::Free);
+
+    // Abandoning is explicit and leaves the mutex not recoverable for everyone.
+    locked.store(0, SeqCst);
+    let mut holder = common::fork_child(|| hold_and_sleep(m, locked));
+    common::wait_until(common::WATCHDOG, "the child to hold the lock", || {
+        locked.load(SeqCst) == 1
+    });
+    holder.kill();
+    let e = match m.lock() {
+        Err(e) if e.is_owner_died() => e.abandon(),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    };
+    assert!(matches!(e, Error::OwnerDied(_)), "{e}");
+    assert_eq!(m.state(), MutexState::NotRecoverable);
+    let r = lock_and_repair(m);
+    assert!(
+        matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOTRECOVERABLE)),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -440,7 +495,7 @@ fn attach_refuses_zeroed_foreign_and_mismatched_memory() {
     // SAFETY: inside the mapping, 8-aligned, an atomic header word.
     let format = unsafe { &*common::at::<AtomicU64>(&seg, 8) };
     let good = format.load(SeqCst);
-    assert_eq!(good, shmsync::header::FORMAT);
+    assert_eq!(good, shmsync::inspect::FORMAT);
     format.store(good ^ (0xc << 16), SeqCst);
     assert!(matches!(
         attach(&seg, 0),
@@ -505,7 +560,7 @@ fn ns_parent(args: &[String]) {
 
 fn ns_attach(args: &[String]) {
     assert_eq!(
-        shmsync::process::current_pid(),
+        shmsync::test_hooks::current_pid(),
         1,
         "not in a new pid namespace"
     );

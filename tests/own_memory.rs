@@ -14,11 +14,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use memmap2::{Mmap, MmapMut};
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{
     Condvar, Error, LeasedSemaphore, LockError, RawLockError, RawRobustMutex, Region, RobustMutex,
     Semaphore, SeqLock,
 };
+use shmsync::{Location, RegionOptions};
 
 use common::TempPath;
 use queue::SharedQueue;
@@ -409,7 +409,7 @@ fn by_value_primitives_moved_into_a_mapping_work_across_processes() {
     // SAFETY: held by this thread (acquired just above).
     unsafe {
         e.raw.make_consistent().unwrap();
-        assert_eq!(e.raw.unlock(), 0);
+        assert_eq!(e.raw.unlock(), Ok(()));
     }
     assert!(!matches!(
         e.raw.try_lock(),

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use common::{ShmName, SysvKey, TempPath};
 use shmsync::inspect::{self, RecoverOptions};
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{
     Condvar, Error, LeasedSemaphore, RawRobustMutex, Region, Segment, Semaphore, SeqLock,
 };
+use shmsync::{Location, RegionOptions};
 
 const SIZE: usize = 1 << 16;
 const NAMES: [&str; 5] = ["lock", "sem", "leases", "seq", "cv"];
@@ -61,7 +61,7 @@ fn populated(loc: &Location, opts: RegionOptions) -> Region {
     let leases = region
         .get_or_init::<LeasedSemaphore<4>>(NAMES[2], 2)
         .unwrap();
-    std::mem::forget(leases.try_acquire().unwrap().unwrap());
+    std::mem::forget(leases.try_acquire().unwrap());
     region.get_or_init::<SeqLock<u64>>(NAMES[3], 7).unwrap();
     region.get_or_init::<Condvar>(NAMES[4], ()).unwrap();
     region

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{Error, RawRobustMutex, Region, Segment};
+use shmsync::{Location, RegionOptions};
 
 const SIZE: usize = 1 << 16;
 
@@ -30,7 +30,7 @@ fn race(args: &[String]) {
     let n = region.get_or_init::<RawRobustMutex>("n", ()).unwrap();
     assert!(m.lock().is_ok());
     // SAFETY: held by this thread.
-    assert_eq!(unsafe { m.unlock() }, 0);
+    assert_eq!(unsafe { m.unlock() }, Ok(()));
     assert!(!core::ptr::eq(m, n));
 }
 
@@ -115,7 +115,7 @@ fn an_object_initializer_killed_mid_init_is_taken_over() {
     let m = region.get_or_init::<RawRobustMutex>("second", ()).unwrap();
     assert!(m.try_lock().is_ok());
     // SAFETY: held by this thread.
-    unsafe { m.unlock() };
+    unsafe { m.unlock() }.unwrap();
     let names: Vec<_> = region
         .entries()
         .unwrap()
@@ -228,12 +228,12 @@ fn a_header_half_written_by_a_dead_initializer_is_taken_over() {
             // SAFETY: offsets inside the fresh mapping, which nobody else uses.
             unsafe {
                 *base.add(16).cast::<u32>() = 1; // state INITIALIZING
-                *base.cast::<u32>() = shmsync::header::MAGIC;
+                *base.cast::<u32>() = shmsync::inspect::MAGIC;
                 if written >= 2 {
                     *base.add(4).cast::<u32>() = shmsync::Kind::Region as u32;
                 }
                 if written >= 3 {
-                    *base.add(8).cast::<u64>() = shmsync::header::FORMAT;
+                    *base.add(8).cast::<u64>() = shmsync::inspect::FORMAT;
                 }
                 *base.add(24).cast::<u64>() = dead; // claim
             }

@@ -130,10 +130,7 @@ fn posix_round_trip() {
 fn sysv_round_trip() {
     let key = SysvKey::new();
     let seg = Segment::sysv_create(key.key(), LEN).unwrap();
-    assert!(matches!(
-        seg.backing(),
-        shmsync::segment::Backing::SysV { .. }
-    ));
+    assert!(matches!(seg.backing(), shmsync::Backing::SysV { .. }));
     let mut child = common::spawn("exchange_sysv", &[&key.key().to_string()]);
     parent_exchange(&seg, &mut child);
 }
@@ -198,11 +195,11 @@ fn bad_names_and_keys_are_refused() {
         assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
     }
     assert!(matches!(
-        shmsync::segment::ftok("/", 0),
+        shmsync::ftok("/", 0),
         Err(Error::InvalidArgument(_))
     ));
     assert_eq!(
-        os_errno(shmsync::segment::ftok("/no/such/shmsync/path", 1)),
+        os_errno(shmsync::ftok("/no/such/shmsync/path", 1)),
         libc::ENOENT
     );
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shmsync::semaphore::MAX_VALUE;
+const MAX_VALUE: u32 = Semaphore::MAX_VALUE;
 use shmsync::{Error, Segment, SemError, Semaphore};
 
 #[test]

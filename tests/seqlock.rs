@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
-use shmsync::{Deadline, Error, Kind, MutexState, RawRobustMutex, Segment, SeqLock};
+use shmsync::{Error, Kind, MutexState, RawRobustMutex, Segment, SeqLock, SeqLockError};
 
 // ---------------------------------------------------------------------------------
 // Self-checking payloads
@@ -213,7 +213,7 @@ fn big_reader(args: &[String]) {
     let mut reads = 0;
     while ctl.stop.load(Ordering::Relaxed) == 0 {
         let v = lock
-            .read_deadline(Deadline::after(Duration::from_secs(5)))
+            .read_timeout(Duration::from_secs(5))
             .expect("a reader was blocked for 5 s");
         let n = verify(&v);
         assert!(n >= prev, "went backwards: {prev} then {n}");
@@ -309,6 +309,24 @@ fn half_written(name: &common::ShmName) -> (Segment, &'static SeqLock<Big>) {
     assert!(!st.is_torn(), "a live writer mid-write is not torn: {st}");
     // A reader is not blocked by the write in progress and sees the committed value.
     assert_eq!(verify(&lock.try_read().unwrap()), 1);
+    // Writers give up on the live holder's lock without calling their closure.
+    let _w = common::Watchdog::new(common::WATCHDOG, "bounded writes against a live writer");
+    let short = Duration::from_millis(50);
+    let called = std::cell::Cell::new(false);
+    assert_eq!(
+        lock.try_write(|_| called.set(true)),
+        Err(SeqLockError::WouldBlock)
+    );
+    assert_eq!(
+        lock.write_timeout(short, |_| called.set(true)),
+        Err(SeqLockError::TimedOut)
+    );
+    assert_eq!(
+        lock.write_deadline(std::time::Instant::now() + short, |_| called.set(true)),
+        Err(SeqLockError::TimedOut)
+    );
+    assert!(!called.get(), "a refused write ran its closure");
+    assert_eq!(verify(&lock.read_timeout(short).unwrap()), 1);
     child.kill();
     (seg, lock)
 }
@@ -358,7 +376,7 @@ fn writer_killed_mid_write_next_writer_repairs() {
 fn repair_after_writer_death_keeps_the_committed_value() {
     let name = common::ShmName::new("sl-repair");
     let (_seg, lock) = half_written(&name);
-    let deadline = || Deadline::after(common::WATCHDOG);
+    let deadline = || std::time::Instant::now() + common::WATCHDOG;
     assert_eq!(lock.repair(deadline()), Ok(true));
     assert_eq!(verify(&lock.read()), 1);
     assert_eq!(lock.sequence(), 1, "the committed value was re-published");
@@ -403,11 +421,7 @@ fn writer_killed_at_random_points() {
 
         let st = lock.state();
         let committed = ctl.last.load(Ordering::Relaxed);
-        let n = verify(
-            &lock
-                .read_deadline(Deadline::after(common::WATCHDOG))
-                .unwrap(),
-        );
+        let n = verify(&lock.read_timeout(common::WATCHDOG).unwrap());
         assert!(
             n == committed || n == committed + 1,
             "committed {committed}, read {n}: a committed value was lost"
@@ -734,8 +748,8 @@ fn read_deadline_in_the_past_still_reads_once() {
     let seg = scratch();
     // SAFETY: fresh, exclusive mapping outliving `lock`.
     let lock = unsafe { SeqLock::init_at(seg.as_ptr().cast(), 42u64) }.unwrap();
-    assert_eq!(lock.read_deadline(Deadline::now()), Ok(42));
-    assert_eq!(lock.try_read(), Some(42));
+    assert_eq!(lock.read_deadline(std::time::Instant::now()), Ok(42));
+    assert_eq!(lock.try_read(), Ok(42));
 }
 
 // ---------------------------------------------------------------------------------

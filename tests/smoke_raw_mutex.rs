@@ -44,12 +44,12 @@ fn owner_death_is_reported_to_the_next_locker() {
     // SAFETY: held by this thread.
     unsafe {
         m.make_consistent().unwrap();
-        assert_eq!(m.unlock(), 0);
+        assert_eq!(m.unlock(), Ok(()));
     }
     assert_eq!(m.lock(), Ok(Acquired::Clean));
     assert_eq!(m.lock(), Err(shmsync::RawLockError::Deadlock));
     // SAFETY: held by this thread.
-    assert_eq!(unsafe { m.unlock() }, 0);
+    assert_eq!(unsafe { m.unlock() }, Ok(()));
 }
 
 #[test]
@@ -63,8 +63,15 @@ fn a_dead_owner_the_kernel_missed_is_released() {
         shmsync::MutexState::Locked { owner, .. } => assert_eq!(owner, shmsync::Liveness::Dead),
         other => panic!("expected locked by a dead owner, got {other:?}"),
     }
-    // Without help, every locker would wait forever.
+    // Without help, every locker would wait forever; the bounded forms give up.
     assert_eq!(m.try_lock(), Err(shmsync::RawLockError::WouldBlock));
+    let _bounded = common::Watchdog::new(common::WATCHDOG, "bounded locks of a held mutex");
+    let short = std::time::Duration::from_millis(50);
+    assert_eq!(m.lock_timeout(short), Err(shmsync::RawLockError::TimedOut));
+    assert_eq!(
+        m.lock_deadline(std::time::Instant::now() + short),
+        Err(shmsync::RawLockError::TimedOut)
+    );
     assert!(m.release_dead_owner().is_some());
     assert_eq!(m.state(), shmsync::MutexState::OwnerDied);
     assert_eq!(m.release_dead_owner(), None, "nothing left to release");
@@ -73,6 +80,6 @@ fn a_dead_owner_the_kernel_missed_is_released() {
     // SAFETY: held by this thread.
     unsafe {
         m.make_consistent().unwrap();
-        assert_eq!(m.unlock(), 0);
+        assert_eq!(m.unlock(), Ok(()));
     }
 }

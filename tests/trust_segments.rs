@@ -9,8 +9,8 @@ use std::ffi::CString;
 use std::path::Path;
 
 use common::{ShmName, SysvKey, TempPath};
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{Error, Region, Segment};
+use shmsync::{Location, RegionOptions};
 
 const SIZE: usize = 1 << 16;
 

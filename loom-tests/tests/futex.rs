@@ -6,7 +6,7 @@
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use shmsync::futex::{wait, wake, Deadline, WaitOutcome};
+use shmsync::test_hooks::{wait, wake, Deadline, WaitOutcome};
 
 #[test]
 fn store_then_wake_is_never_lost() {

@@ -4,14 +4,13 @@
 
 use loom::sync::Arc;
 use loom::thread;
-use shmsync::futex::Deadline;
 use shmsync::{SemError, Semaphore};
 use std::time::Duration;
 
 /// A deadline the real clock never reaches during the model, so only the model's
 /// simulated timeout can end a timed wait (keeps executions deterministic).
-fn far() -> Deadline {
-    Deadline::after(Duration::from_secs(3600))
+fn far() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(3600)
 }
 
 #[test]
@@ -86,7 +85,7 @@ fn timed_out_waiter_consumes_nothing() {
     loom::model(|| {
         let sem = Arc::new(Semaphore::new(0));
         let s = sem.clone();
-        let t = thread::spawn(move || s.wait_until(far()));
+        let t = thread::spawn(move || s.wait_deadline(far()));
         sem.post().unwrap();
         match t.join().unwrap() {
             Ok(()) => assert_eq!(sem.value(), 0),
@@ -104,7 +103,7 @@ fn timed_and_untimed_waiters_share_posts() {
     loom::model(|| {
         let sem = Arc::new(Semaphore::new(0));
         let s = sem.clone();
-        let timed = thread::spawn(move || s.wait_until(far()).is_ok() as u32);
+        let timed = thread::spawn(move || s.wait_deadline(far()).is_ok() as u32);
         let s = sem.clone();
         let blocking = thread::spawn(move || s.wait());
         sem.post_n(2).unwrap();

@@ -21,8 +21,8 @@ use shmsync::inspect::{
     self, acts_on_terminal, escape, plural, Fact, ObjectReport, Outcome, RecoverOptions, Recovery,
     RegionReport,
 };
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{Error, Region};
+use shmsync::{Location, RegionOptions};
 
 /// The version of the `--json` output's shape; bumped on any incompatible change.
 const SCHEMA_VERSION: u32 = 1;

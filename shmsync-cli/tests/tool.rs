@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
-use shmsync::region::{Location, RegionOptions};
 use shmsync::{Acquired, LeasedSemaphore, RawRobustMutex, Region, Segment, SeqLock};
+use shmsync::{Location, RegionOptions};
 
 const SIZE: usize = 1 << 16;
 
@@ -57,7 +57,7 @@ fn hold_lock(args: &[String]) {
     let region = open(&args[0]);
     let m = region.get::<RawRobustMutex>(&args[1]).unwrap();
     let _ = m.lock().unwrap();
-    std::fs::write(&args[2], shmsync::process::current_tid().to_string()).unwrap();
+    std::fs::write(&args[2], shmsync::test_hooks::current_tid().to_string()).unwrap();
     park();
 }
 
@@ -249,7 +249,7 @@ fn inspect_and_recover_a_mutex_whose_holder_was_killed() {
     assert_eq!(entry(&out["after"], "lock")["state"], "free");
     assert_eq!(m.lock(), Ok(Acquired::Clean));
     // SAFETY: held by this thread.
-    unsafe { m.unlock() };
+    unsafe { m.unlock() }.unwrap();
 
     // Nothing left: exit 0, and the text says so per object.
     let run = tool(&["recover", name.as_str()]);

@@ -36,7 +36,22 @@ const OFF_CREATOR_START: usize = 72;
 const OFF_CREATOR_NS: usize = 80;
 
 /// What backs a candidate.
+///
+/// ```
+/// use shmsync::inspect::probe;
+/// use shmsync::{Location, Region};
+///
+/// let name = format!("/probe-doc-{}", std::process::id());
+/// let location = Location::parse(&name)?;
+/// let _region = Region::create(&location, 1 << 16)?;
+/// let found = probe::probe(&location)?;
+/// assert_eq!(found.backing, probe::BackingKind::Posix);
+/// assert_eq!(found.backing.as_str(), "posix");
+/// # Region::remove(&location)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BackingKind {
     /// A POSIX shared-memory object in `/dev/shm`.
     Posix,
@@ -58,6 +73,23 @@ impl BackingKind {
 }
 
 /// The processes attached to a candidate.
+///
+/// ```
+/// use shmsync::inspect::probe;
+/// use shmsync::{Location, Region};
+///
+/// let name = format!("/probe-doc-{}", std::process::id());
+/// let location = Location::parse(&name)?;
+/// let _region = Region::create(&location, 1 << 16)?;
+/// let found = probe::probe(&location)?;
+/// match found.attached {
+///     probe::Attached::Count(n) => println!("{n} attached"),
+///     probe::Attached::Pids { ref pids, .. } => println!("mapped by {pids:?}"),
+///     probe::Attached::Unknown => println!("attachments unknown"),
+/// }
+/// # Region::remove(&location)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attached {
     /// SysV: the kernel's attach count (`nattch`).
@@ -76,6 +108,22 @@ pub enum Attached {
 }
 
 /// The fields of a region header, read from a copy (never from a mapping).
+///
+/// ```
+/// use shmsync::inspect::probe;
+/// use shmsync::{Location, Region};
+///
+/// let name = format!("/probe-doc-{}", std::process::id());
+/// let location = Location::parse(&name)?;
+/// let _region = Region::create(&location, 1 << 16)?;
+/// let found = probe::probe(&location)?;
+/// if let probe::Content::Region(facts) = &found.content {
+///     assert!(facts.ready);
+///     assert_eq!(facts.objects, 0);
+/// }
+/// # Region::remove(&location)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeaderFacts {
     /// Whether initialization finished (`READY`); otherwise it is in progress or its
@@ -100,6 +148,19 @@ pub struct HeaderFacts {
 }
 
 /// What a candidate holds.
+///
+/// ```
+/// use shmsync::inspect::probe;
+/// use shmsync::{Location, Region};
+///
+/// let name = format!("/probe-doc-{}", std::process::id());
+/// let location = Location::parse(&name)?;
+/// let _region = Region::create(&location, 1 << 16)?;
+/// let found = probe::probe(&location)?;
+/// assert!(matches!(found.content, probe::Content::Region(_)));
+/// # Region::remove(&location)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Content {
     /// A shmsync region header.
@@ -113,6 +174,22 @@ pub enum Content {
 }
 
 /// One candidate: a name, what the kernel says about it, and what it holds.
+///
+/// ```
+/// use shmsync::inspect::probe;
+/// use shmsync::{Location, Region};
+///
+/// let name = format!("/probe-doc-{}", std::process::id());
+/// let location = Location::parse(&name)?;
+/// let _region = Region::create(&location, 1 << 16)?;
+/// let found = probe::probe(&location)?;
+/// assert!(found.is_region());
+/// // SAFETY: geteuid has no preconditions.
+/// let euid = unsafe { libc::geteuid() };
+/// assert!(found.owned_by(euid));
+/// # Region::remove(&location)?;
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Probe {
     /// How the tool names it: `/name`, `sysv:0xKEY` or a path.
@@ -731,6 +808,21 @@ pub fn probe(location: &Location) -> Result<Probe> {
 }
 
 /// What [`remove`] may remove besides a region of this user's.
+///
+/// ```
+/// use shmsync::inspect::probe::{self, Removal, RemoveOptions};
+/// use shmsync::Location;
+///
+/// // A plain file is not a region: refused, and left intact.
+/// let path = std::env::temp_dir().join(format!("not-a-region-{}", std::process::id()));
+/// std::fs::write(&path, b"data")?;
+/// let location = Location::File(path.clone());
+/// let removal = probe::remove(&location, RemoveOptions::default())?;
+/// assert!(matches!(removal, Removal::Refused(_)));
+/// assert!(path.exists());
+/// # std::fs::remove_file(&path)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RemoveOptions {
     /// Remove even what carries no region header (a plain file, another program's
@@ -741,6 +833,19 @@ pub struct RemoveOptions {
 }
 
 /// What [`remove`] did.
+///
+/// ```
+/// use shmsync::inspect::probe;
+/// use shmsync::{Location, Region};
+///
+/// let name = format!("/probe-doc-{}", std::process::id());
+/// let location = Location::parse(&name)?;
+/// let _region = Region::create(&location, 1 << 16)?;
+/// let found = probe::probe(&location)?;
+/// let removal = probe::remove(&location, probe::RemoveOptions::default())?;
+/// assert!(matches!(removal, probe::Removal::Removed(_)));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub enum Removal {
     /// The name was removed; the probe is what was verified just before.

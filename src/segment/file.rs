@@ -97,7 +97,7 @@ impl Segment {
     }
 
     /// Opens and maps the existing file `path`, whole. Waits up to
-    /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
+    /// `SIZING_WAIT` (2 s) if its creator has not sized it yet.
     ///
     /// Refuses a file owned by another user ([`Error::ForeignOwner`]) or whose mode lets
     /// group or others access it ([`Error::OpenToOthers`]), both judged by `fstat` on

@@ -77,7 +77,7 @@ mod file;
 mod memfd;
 mod posix;
 mod sysv;
-pub use posix::validate_posix_name;
+pub(crate) use posix::validate_posix_name;
 pub use sysv::ftok;
 
 /// The warning every any-owner API carries in its documentation.
@@ -98,15 +98,28 @@ macro_rules! any_owner_warning {
 pub(crate) use any_owner_warning;
 
 /// How long an opener waits for a segment's creator to give it a size.
-pub const SIZING_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const SIZING_WAIT: Duration = Duration::from_secs(2);
 
 /// The alignment of every segment's base: a page (the smallest on Linux).
 pub(crate) const MAP_ALIGN: usize = 4096;
 
 /// Default permission bits for created segments: owner read/write only.
-pub const DEFAULT_MODE: libc::mode_t = 0o600;
+pub(crate) const DEFAULT_MODE: libc::mode_t = 0o600;
+
+impl Segment {
+    /// Default permission bits for created segments: owner read/write only (`0o600`).
+    pub const DEFAULT_MODE: libc::mode_t = DEFAULT_MODE;
+}
 
 /// What a [`Segment`] is mapped from.
+///
+/// ```
+/// use shmsync::{Backing, Segment};
+///
+/// let seg = Segment::anonymous(4096)?;
+/// assert!(matches!(seg.backing(), Backing::Anonymous));
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Backing {
@@ -141,6 +154,15 @@ pub enum Backing {
 
 /// An owned shared mapping. `Send + Sync`: the mapping is plain memory that every
 /// object placed in it synchronizes on its own.
+///
+/// ```
+/// use shmsync::Segment;
+///
+/// let seg = Segment::anonymous(4096)?; // inherited by fork children
+/// assert_eq!(seg.len(), 4096);
+/// assert_eq!(seg.as_ptr() as usize % 4096, 0); // page-aligned
+/// # Ok::<(), shmsync::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct Segment {
     ptr: NonNull<u8>,

@@ -13,7 +13,7 @@ const MAX_NAME: usize = 255;
 
 /// Checks a POSIX shared-memory name: a leading `/`, no other `/`, 1..=255 characters
 /// after it, no NUL, not `.` or `..`.
-pub fn validate_posix_name(name: &str) -> Result<()> {
+pub(crate) fn validate_posix_name(name: &str) -> Result<()> {
     let bad = |reason| {
         Err(Error::InvalidName {
             name: name.to_owned(),
@@ -96,7 +96,7 @@ impl Segment {
     }
 
     /// Opens and maps the existing POSIX shared-memory object `name`, whole. Waits up to
-    /// [`super::SIZING_WAIT`] if its creator has not sized it yet.
+    /// `SIZING_WAIT` (2 s) if its creator has not sized it yet.
     ///
     /// Refuses an object owned by another user ([`Error::ForeignOwner`]: someone else
     /// may have planted it under the expected name) or whose mode lets group or others

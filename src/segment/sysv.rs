@@ -16,9 +16,9 @@ use crate::error::{Error, Result};
 /// silent share.
 ///
 /// ```
-/// let key = shmsync::segment::ftok(std::env::temp_dir(), b'S')?;
-/// assert_eq!(key, shmsync::segment::ftok(std::env::temp_dir(), b'S')?);
-/// assert!(shmsync::segment::ftok("/no/such/path", b'S').is_err());
+/// let key = shmsync::ftok(std::env::temp_dir(), b'S')?;
+/// assert_eq!(key, shmsync::ftok(std::env::temp_dir(), b'S')?);
+/// assert!(shmsync::ftok("/no/such/path", b'S').is_err());
 /// # Ok::<(), shmsync::Error>(())
 /// ```
 pub fn ftok(path: impl AsRef<Path>, proj_id: u8) -> Result<libc::key_t> {

@@ -367,7 +367,7 @@ impl Drop for Watchdog {
 }
 
 /// Places a `T` at the start of `seg` (for tests that lay out their own segments).
-pub fn at<T>(seg: &shmsync::segment::Segment, offset: usize) -> *mut T {
+pub fn at<T>(seg: &shmsync::Segment, offset: usize) -> *mut T {
     assert!(offset + std::mem::size_of::<T>() <= seg.len());
     // SAFETY: in bounds (asserted).
     unsafe { seg.as_ptr().add(offset).cast() }

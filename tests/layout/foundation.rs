@@ -4,8 +4,12 @@
 
 use std::mem::{align_of, size_of};
 
-use shmsync::header::{ObjectHeader, FORMAT, FORMAT_VERSION, MAGIC, STATE_READY};
-use shmsync::region::{data_start_for, RegionOptions, DEFAULT_CAPACITY, MAX_NAME_LEN};
+use shmsync::inspect::{FORMAT, FORMAT_VERSION, MAGIC};
+use shmsync::test_hooks::data_start_for;
+use shmsync::test_hooks::{ObjectHeader, STATE_READY};
+use shmsync::RegionOptions;
+const DEFAULT_CAPACITY: u32 = shmsync::Region::DEFAULT_CAPACITY;
+const MAX_NAME_LEN: usize = shmsync::Region::MAX_NAME_LEN;
 use shmsync::{Kind, ProcessIdentity, RawRobustMutex, Region, Segment, Shared};
 
 fn u32_at(b: &[u8], off: usize) -> u32 {

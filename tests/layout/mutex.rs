@@ -71,10 +71,10 @@ fn an_initialized_mutex_starts_with_these_bytes() {
     assert_eq!(&bytes[0..4], b"SHMS");
     assert_eq!(word32(4), shmsync::Kind::Mutex as u32);
     assert_eq!(word32(4), 1);
-    assert_eq!(word64(8), shmsync::header::FORMAT);
-    assert_eq!(word32(16), shmsync::header::STATE_READY);
+    assert_eq!(word64(8), shmsync::inspect::FORMAT);
+    assert_eq!(word32(16), shmsync::test_hooks::STATE_READY);
     assert_eq!(word32(16), 2);
-    let ns = shmsync::process::current_pid_namespace().unwrap();
+    let ns = shmsync::test_hooks::current_pid_namespace().unwrap();
     assert_eq!(word32(20), ns as u32);
 
     // glibc's pthread_mutex_t: unlocked (__lock, __count, __owner, __nusers all 0) and

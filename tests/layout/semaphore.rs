@@ -1,7 +1,7 @@
 //! Pins the shared layouts of `Semaphore` and `LeasedSemaphore`: sizes, alignments and
 //! the bytes an initialized object starts with. A change here is a format change.
 
-use shmsync::header::{FORMAT, MAGIC};
+use shmsync::inspect::{FORMAT, MAGIC};
 use shmsync::{Kind, LeasedSemaphore, Segment, Semaphore};
 
 fn bytes(seg: &Segment, range: std::ops::Range<usize>) -> Vec<u8> {

@@ -5,7 +5,7 @@
 use std::mem::{align_of, size_of};
 
 use bytemuck::{Pod, Zeroable};
-use shmsync::header::{FORMAT, MAGIC};
+use shmsync::inspect::{FORMAT, MAGIC};
 use shmsync::{Kind, Segment, SeqLock};
 
 #[derive(Clone, Copy, Pod, Zeroable)]

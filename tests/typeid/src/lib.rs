@@ -1,7 +1,7 @@
 //! What the three programs share that is not the shared type: opening the region and
 //! reporting failures. Each program declares its own `Record`.
 
-use shmsync::region::Location;
+use shmsync::Location;
 use shmsync::{Region, RobustMutex, SeqLock, SharedType};
 
 /// The object names the programs use.

@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use shmsync::region::Location;
+use shmsync::Location;
 use shmsync::Region;
 
 fn start(exe: &str, args: &[&str]) -> common::Program {
