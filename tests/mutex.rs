@@ -50,12 +50,6 @@ fn hold_and_sleep(m: &RobustMutex<Pair>, locked: &AtomicU32) -> i32 {
     }
 }
 
-/// The state letter of a process (`R`, `S`, `D`, `Z`, …) from `/proc/<pid>/stat`.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
 /// Outcome codes the children record in shared memory.
 fn code<T: bytemuck::AnyBitPattern>(r: Result<MutexGuard<'_, T>, LockError<'_, T>>) -> u32 {
     match r {
@@ -273,7 +267,10 @@ fn exactly_one_of_four_blocked_waiters_gets_owner_died() {
         .collect();
     // Let every waiter block in the lock before the holder dies.
     common::wait_until(common::WATCHDOG, "four waiters asleep in the lock", || {
-        ready.load(SeqCst) == N as u32 && waiters.iter().all(|w| proc_state(w.pid()) == Some('S'))
+        ready.load(SeqCst) == N as u32
+            && waiters
+                .iter()
+                .all(|w| common::proc_state(w.pid()) == Some('S'))
     });
     assert!(matches!(
         m.state(),

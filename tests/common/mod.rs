@@ -240,6 +240,12 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// The state letter of a process (`R`, `S`, `D`, `Z`, …) from `/proc/<pid>/stat`.
+pub fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
+}
+
 /// Aborts the whole test process (children die with it via PDEATHSIG) if not dropped
 /// within `timeout`: for steps that block in a lock or wait and cannot poll.
 pub struct Watchdog(Option<mpsc::Sender<()>>);
