@@ -23,7 +23,7 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SHMS");
 
 /// Bumped whenever any shared layout changes incompatibly.
-pub const FORMAT_VERSION: u64 = 1;
+pub const FORMAT_VERSION: u64 = 2;
 
 /// Init state: never initialized (all-zero memory).
 pub const STATE_UNINIT: u32 = 0;
