@@ -8,6 +8,8 @@
 //! cargo run --release --example bench_handoff -- contended [reps] [procs...]
 //! cargo run --release --example bench_handoff -- seqwriter [reps]
 //! cargo run --release --example bench_handoff -- oversub [reps]
+//! cargo run --release --example bench_handoff -- condvar [reps]
+//! valgrind --tool=callgrind target/release/examples/bench_handoff uncontended
 //! ```
 //!
 //! The process is single-threaded, so `fork` is safe here.
@@ -16,7 +18,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use shmsync::{RobustMutex, Segment, Semaphore, SeqLock};
+use shmsync::{Condvar, RobustMutex, Segment, Semaphore, SeqLock};
 
 /// A zeroed `T` in its own anonymous shared mapping, inherited by fork children; leaked.
 fn shared<T>() -> *mut T {
@@ -405,6 +407,135 @@ fn oversub(reps: usize) {
     );
 }
 
+// ---------------------------------------------------------------------------------
+
+/// Condvar ping-pong: a turn word under the mutex; round trip in ns.
+fn condvar_ours(n: u64) -> f64 {
+    // SAFETY: fresh shared mappings, exclusive during init, leaked.
+    let (m, cv) = unsafe {
+        (
+            RobustMutex::init_at(shared(), 0u64).unwrap(),
+            Condvar::init_at(shared()).unwrap(),
+        )
+    };
+    let play = move |first: bool| {
+        let mut g = m.lock().unwrap_or_else(|_| panic!("lock"));
+        for i in 0..n {
+            let my_turn = if first { 2 * i } else { 2 * i + 1 };
+            while *g != my_turn {
+                g = cv.wait(g).unwrap_or_else(|_| panic!("wait"));
+            }
+            *g += 1;
+            cv.notify_one();
+        }
+    };
+    let t = Instant::now();
+    let child = fork(move || play(false));
+    play(true);
+    reap(child);
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn condvar_glibc(n: u64) -> f64 {
+    let m = glibc_mutex(false) as usize;
+    let cv = shared::<libc::pthread_cond_t>() as usize;
+    // SAFETY: valid storage, initialized once before the fork.
+    unsafe {
+        let mut a = std::mem::MaybeUninit::<libc::pthread_condattr_t>::uninit();
+        libc::pthread_condattr_init(a.as_mut_ptr());
+        libc::pthread_condattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+        libc::pthread_cond_init(cv as *mut _, a.as_ptr());
+    }
+    // An atomic only so the compiler re-reads it after each wait; touched under the
+    // mutex, so Relaxed is enough.
+    // SAFETY: a zeroed mapping is a valid AtomicU64.
+    let turn: &'static AtomicU64 = unsafe { &*shared::<AtomicU64>() };
+    let play = move |first: bool| {
+        // SAFETY: initialized pshared mutex and condvar; `turn` is touched only under
+        // the mutex.
+        unsafe {
+            libc::pthread_mutex_lock(m as *mut _);
+            for i in 0..n {
+                let my_turn = if first { 2 * i } else { 2 * i + 1 };
+                while turn.load(Ordering::Relaxed) != my_turn {
+                    libc::pthread_cond_wait(cv as *mut _, m as *mut _);
+                }
+                turn.fetch_add(1, Ordering::Relaxed);
+                libc::pthread_cond_signal(cv as *mut _);
+            }
+            libc::pthread_mutex_unlock(m as *mut _);
+        }
+    };
+    let t = Instant::now();
+    let child = fork(move || play(false));
+    play(true);
+    reap(child);
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn condvar(reps: usize) {
+    let n = 50_000;
+    let (mut o, mut g) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        o.push(condvar_ours(n));
+        g.push(condvar_glibc(n));
+    }
+    let (o, g) = (median(o), median(g));
+    println!(
+        "condvar ping-pong: ours {o:.0} ns, glibc {g:.0} ns, ratio {:.2}x (median of {reps})",
+        o / g
+    );
+}
+
+/// One million uncontended operations of each kind, for instruction counts under
+/// `valgrind --tool=callgrind` (divide each function's inclusive count by 10^6).
+fn uncontended() {
+    const N: u32 = 1_000_000;
+    // SAFETY: fresh shared mappings, exclusive during init, leaked.
+    let (m, sem, sl) = unsafe {
+        (
+            RobustMutex::init_at(shared(), 0u64).unwrap(),
+            Semaphore::init_at(shared(), 0).unwrap(),
+            SeqLock::init_at(shared(), [0u64; 8]).unwrap(),
+        )
+    };
+    let g = glibc_mutex(true);
+    #[inline(never)]
+    fn ours_lock(m: &RobustMutex<u64>) {
+        *m.lock().unwrap_or_else(|_| panic!("lock")) += 1;
+    }
+    #[inline(never)]
+    fn glibc_lock(m: *mut libc::pthread_mutex_t) {
+        // SAFETY: an initialized mutex, used by this thread only.
+        unsafe {
+            libc::pthread_mutex_lock(m);
+            libc::pthread_mutex_unlock(m);
+        }
+    }
+    #[inline(never)]
+    fn sem_post_wait(s: &Semaphore) {
+        s.post().unwrap();
+        s.wait();
+    }
+    #[inline(never)]
+    fn seq_store(s: &SeqLock<Payload>, i: u64) {
+        s.store([i; 8]).unwrap();
+    }
+    #[inline(never)]
+    fn seq_read(s: &SeqLock<Payload>) -> u64 {
+        s.read()[7]
+    }
+    let mut x = 0;
+    for i in 0..u64::from(N) {
+        ours_lock(m);
+        glibc_lock(g);
+        sem_post_wait(sem);
+        seq_store(sl, i);
+        x ^= seq_read(sl);
+    }
+    println!("done ({x})");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reps = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(7);
@@ -416,6 +547,8 @@ fn main() {
         }
         Some("seqwriter") => seqwriter(reps),
         Some("oversub") => oversub(reps),
+        Some("condvar") => condvar(reps),
+        Some("uncontended") => uncontended(),
         _ => {
             eprintln!(
                 "usage: bench_handoff pingpong|contended|seqwriter|oversub [reps] [procs...]"
