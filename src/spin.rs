@@ -13,8 +13,8 @@
 //! processes outnumber CPUs the poster is usually descheduled and every spin round is
 //! CPU time the poster needed, so the budget adapts per process: a spin that ends with
 //! a permit doubles it (up to [`SPIN_LIMIT`]); a spin that ends in sleep halves it (down
-//! to [`SPIN_MIN`]). Once collapsed, every [`PROBE_EVERY`]th slow-path wait spins the
-//! full limit as a probe, so a process whose partners start running again gets back to
+//! to [`SPIN_MIN`]). Once collapsed, every [`PROBE_EVERY`]th wait that outlasts the
+//! untimed first rounds (below) spins the full limit as a probe, so a process whose partners start running again gets back to
 //! spinning; on an oversubscribed machine a probe costs at most one [`SPIN_LIMIT`] in
 //! every [`PROBE_EVERY`] waits (about 3 µs per wait on average).
 //!
@@ -29,9 +29,10 @@
 //! side). So the first `FREE_ROUNDS` rounds of a spin are counted, not timed: a
 //! partner that answers within them (the usual case while both run) costs no clock
 //! read at all, and a collapsed budget ([`SPIN_MIN`]) is spun as exactly those rounds.
-//! Only a spin that outlasts them starts the clock, and then reads it once per
-//! `ROUNDS_PER_CLOCK_READ` rounds; a success then records the last reading (a lower
-//! bound of the time spent, which is all the doubling needs), never a fresh one.
+//! Only a spin that outlasts them starts the clock, spins the budget on top of them
+//! and reads the clock once per `ROUNDS_PER_CLOCK_READ` rounds; a success then records
+//! the last reading (a lower bound of the time spent, which is all the doubling needs),
+//! never a fresh one.
 
 use core::time::Duration;
 
