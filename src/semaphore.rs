@@ -244,8 +244,12 @@ impl Semaphore {
         if n == 0 {
             return Ok(());
         }
-        // Relaxed: only a first guess for the CAS below, which re-reads on failure.
-        let mut v = self.value.load(Ordering::Relaxed);
+        // First guess 0, not a load: a post usually finds no permit left (a waiter took
+        // the last one, or waits for this one), and a CAS as the first access fetches the
+        // cache line for writing at once, where a load would fetch it shared and the
+        // CAS then upgrade it, two transfers when a waiter in another process has just
+        // read it. A wrong guess costs one failed CAS, which returns the current value.
+        let mut v = 0;
         loop {
             if v > MAX_VALUE || n > MAX_VALUE - v {
                 return Err(SemError::Overflow);

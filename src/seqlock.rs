@@ -276,21 +276,26 @@ impl fmt::Display for SeqLockState {
 ///
 /// # Layout
 ///
-/// `#[repr(C)]`, 8-aligned whatever `T` is, `96 + 2 · round_up(size_of::<T>(), 8)`
+/// `#[repr(C)]`, 8-aligned whatever `T` is, `160 + 2 · round_up(size_of::<T>(), 8)`
 /// bytes on x86_64 glibc:
 ///
 /// | offset | size | field |
 /// |---|---|---|
 /// | 0 | 24 | `ObjectHeader` (kind `SeqLock`; `aux` = `size_of::<T>()`) |
-/// | 24 | 8 | `seq` |
-/// | 32 | 64 | writer lock ([`RawRobustMutex`], with its own header) |
-/// | 96 | 2 × W·8 | the two copies, W = `ceil(size_of::<T>() / 8)` words each |
+/// | 24 | 64 | writer lock ([`RawRobustMutex`], with its own header) |
+/// | 88 | 64 | unused (zero) |
+/// | 152 | 8 | `seq` |
+/// | 160 | 2 × W·8 | the two copies, W = `ceil(size_of::<T>() / 8)` words each |
 ///
-/// The overhead beyond the two copies is 96 bytes, not the 64 the benchmark plan
-/// targets: the robust writer lock alone is 64 bytes (glibc's 40-byte
-/// `pthread_mutex_t` behind the mutex's own 24-byte header, which `RawRobustMutex`
-/// always carries), and the seqlock needs its own header (so that attaching the wrong
-/// kind of object, or a seqlock of another `T` size, is an error) plus the counter.
+/// The overhead beyond the two copies is 160 bytes: the robust writer lock is 64
+/// (glibc's 40-byte `pthread_mutex_t` behind the mutex's own 24-byte header, which
+/// `RawRobustMutex` always carries), the seqlock needs its own header (so that
+/// attaching the wrong kind of object, or a seqlock of another `T` size, is an error)
+/// plus the counter, and 64 bytes keep what readers load off the cache lines glibc
+/// writes on every lock and unlock, whatever the object's alignment. Without that gap a
+/// reader's every load of `seq` took the writer lock's line from the writer, and the
+/// writer's lock and unlock took it back: with one reader running, writes went about
+/// 1.7 times faster with the gap (see BENCHMARKS.md).
 /// Copies need only word alignment: readers copy into a private buffer and read the
 /// `T` out of it unaligned.
 ///
@@ -328,9 +333,12 @@ impl fmt::Display for SeqLockState {
 #[repr(C)]
 pub struct SeqLock<T> {
     header: ObjectHeader,
+    writer: RawRobustMutex,
+    /// Never accessed after `init_at`: keeps `seq` and the copies off the cache lines of
+    /// the writer lock's words, wherever the object is placed (see the layout notes).
+    gap: Gap,
     /// `2 · version + (1 if a write is in progress)`.
     seq: AtomicU64,
-    writer: RawRobustMutex,
     #[cfg(not(shmsync_loom))]
     copies: UnsafeCell<[Slot<T>; 2]>,
     #[cfg(shmsync_loom)]
@@ -339,19 +347,33 @@ pub struct SeqLock<T> {
     _t: PhantomData<T>,
 }
 
+/// 64 unused bytes between the writer lock and the words readers load (`seq`, the
+/// copies). glibc writes the lock's last word it uses (`__list`) on every lock and
+/// unlock, and the first word readers load lies a full cache line after it, so the
+/// two never share a line whatever the object's alignment: the writer's lock and
+/// unlock stay in its own cache, and readers lose their lines only to the writer's
+/// stores of `seq` and the copy.
+#[repr(C)]
+struct Gap([u64; 8]);
+
 #[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "64"))]
 mod layout {
     use super::SeqLock;
     use core::mem::{align_of, size_of};
 
-    static_assertions::assert_eq_size!(SeqLock<u8>, [u8; 96 + 2 * 8]);
-    static_assertions::assert_eq_size!(SeqLock<u64>, [u8; 96 + 2 * 8]);
-    static_assertions::assert_eq_size!(SeqLock<[u8; 13]>, [u8; 96 + 2 * 16]);
-    static_assertions::assert_eq_size!(SeqLock<[u64; 8]>, [u8; 96 + 2 * 64]);
-    static_assertions::assert_eq_size!(SeqLock<u128>, [u8; 96 + 2 * 16]);
+    static_assertions::assert_eq_size!(SeqLock<u8>, [u8; 160 + 2 * 8]);
+    static_assertions::assert_eq_size!(SeqLock<u64>, [u8; 160 + 2 * 8]);
+    static_assertions::assert_eq_size!(SeqLock<[u8; 13]>, [u8; 160 + 2 * 16]);
+    static_assertions::assert_eq_size!(SeqLock<[u64; 8]>, [u8; 160 + 2 * 64]);
+    static_assertions::assert_eq_size!(SeqLock<u128>, [u8; 160 + 2 * 16]);
     static_assertions::const_assert_eq!(align_of::<SeqLock<u8>>(), 8);
     static_assertions::const_assert_eq!(align_of::<SeqLock<u128>>(), 8);
-    static_assertions::const_assert_eq!(size_of::<SeqLock<()>>(), 96);
+    static_assertions::const_assert_eq!(size_of::<SeqLock<()>>(), 160);
+    // The lock's last written byte and the first byte readers load are 64 apart.
+    static_assertions::const_assert!(
+        core::mem::offset_of!(SeqLock<u8>, seq)
+            >= core::mem::offset_of!(SeqLock<u8>, writer) + size_of::<crate::RawRobustMutex>() + 64
+    );
 }
 
 // SAFETY: the copies are only accessed with atomic word loads and stores (readers) or
@@ -665,6 +687,7 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
                 Kind::SeqLock,
                 payload_size_tag::<T>(),
             ));
+            core::ptr::addr_of_mut!((*ptr).gap).write(Gap([0; 8]));
             core::ptr::addr_of_mut!((*ptr).seq).write(AtomicU64::new(0));
         }
         // SAFETY: the writer lock's bytes lie inside the object, valid, aligned (the
@@ -709,8 +732,9 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         };
         let this = SeqLock {
             header,
-            seq: AtomicU64::new(0),
             writer: RawRobustMutex::new(),
+            gap: Gap([0; 8]),
+            seq: AtomicU64::new(0),
             copies: [copy(), copy()],
             _t: PhantomData,
         };
@@ -969,8 +993,9 @@ impl<T: AnyBitPattern> fmt::Debug for SeqLock<T> {
 #[repr(C)]
 pub struct SeqLockView {
     header: ObjectHeader,
-    seq: AtomicU64,
     writer: RawRobustMutex,
+    gap: Gap,
+    seq: AtomicU64,
 }
 
 #[cfg(not(shmsync_loom))]

@@ -13,8 +13,8 @@
 //! processes outnumber CPUs the poster is usually descheduled and every spin round is
 //! CPU time the poster needed, so the budget adapts per process: a spin that ends with
 //! a permit doubles it (up to [`SPIN_LIMIT`]); a spin that ends in sleep halves it (down
-//! to [`SPIN_MIN`]). Once collapsed, every [`PROBE_EVERY`]th slow-path wait spins the
-//! full limit as a probe, so a process whose partners start running again gets back to
+//! to [`SPIN_MIN`]). Once collapsed, every [`PROBE_EVERY`]th wait that outlasts the
+//! untimed first rounds (below) spins the full limit as a probe, so a process whose partners start running again gets back to
 //! spinning; on an oversubscribed machine a probe costs at most one [`SPIN_LIMIT`] in
 //! every [`PROBE_EVERY`] waits (about 3 µs per wait on average).
 //!
@@ -22,6 +22,17 @@
 //! updated without synchronization: a lost update only skews a heuristic. It is
 //! measured in time, not rounds, because a `pause` costs 4–10 ns on some CPUs and ~43 ns
 //! on others.
+//!
+//! The clock is kept off the hand-off itself. A read costs 30–40 ns on the reference
+//! machine (vDSO, TSC clocksource), as much as the cache-line transfer it would delay,
+//! and a ping-pong round trip used to read it four times (start and success, on each
+//! side). So the first `FREE_ROUNDS` rounds of a spin are counted, not timed: a
+//! partner that answers within them (the usual case while both run) costs no clock
+//! read at all, and a collapsed budget ([`SPIN_MIN`]) is spun as exactly those rounds.
+//! Only a spin that outlasts them starts the clock, spins the budget on top of them
+//! and reads the clock once per `ROUNDS_PER_CLOCK_READ` rounds; a success then records
+//! the last reading (a lower bound of the time spent, which is all the doubling needs),
+//! never a fresh one.
 
 use core::time::Duration;
 
@@ -31,12 +42,17 @@ use core::time::Duration;
 /// benchmark's pair fell out of that regime and stayed out on slow wake-ups.
 pub(crate) const SPIN_LIMIT: Duration = Duration::from_micros(50);
 /// Lower bound: a few cache-line round trips (0.15–0.25 µs each), so a partner that
-/// answers at once is still caught without a system call.
+/// answers at once is still caught without a system call. A budget this low is spun as
+/// a fixed number of rounds without reading the clock (about this long on the reference
+/// machine, where a round is a ~32 ns `pause` and a load).
 pub(crate) const SPIN_MIN: Duration = Duration::from_nanos(1_000);
 /// With a collapsed budget, one slow-path wait in this many probes with the full
 /// limit.
 pub(crate) const PROBE_EVERY: u32 = 16;
-/// Spin rounds between two reads of the clock.
+/// Spin rounds before the clock is first read: enough for a partner that is running
+/// to answer (a round trip is 2–6 rounds), and the whole spin of a collapsed budget.
+const FREE_ROUNDS: u32 = 24;
+/// Spin rounds between two reads of the clock once it runs.
 const ROUNDS_PER_CLOCK_READ: u32 = 8;
 
 #[cfg(not(shmsync_loom))]
@@ -60,25 +76,28 @@ mod state {
 const LIMIT_NS: u32 = SPIN_LIMIT.as_nanos() as u32;
 const MIN_NS: u32 = SPIN_MIN.as_nanos() as u32;
 
-/// How long to spin now.
+/// How long to spin now (beyond the `FREE_ROUNDS`), or `None` for a collapsed
+/// budget that spins only those. Counts the spins that get this far, for the probes.
 #[cfg(not(shmsync_loom))]
 #[inline]
-fn budget_ns() -> Duration {
+fn budget_ns() -> Option<Duration> {
     let (budget, count) = state::load();
     if budget == 0 {
-        return SPIN_LIMIT;
+        return Some(SPIN_LIMIT);
     }
     let count = count.wrapping_add(1);
     state::store(budget, count);
-    if budget <= MIN_NS && count % PROBE_EVERY == 0 {
-        SPIN_LIMIT
+    if budget > MIN_NS {
+        Some(Duration::from_nanos(budget.into()))
+    } else if count % PROBE_EVERY == 0 {
+        Some(SPIN_LIMIT)
     } else {
-        Duration::from_nanos(budget.into())
+        None
     }
 }
 
-/// Records how a spin ended: with a permit after `spent` (the budget doubles), or not
-/// (it halves).
+/// Records how a spin ended: with a permit after at least `spent` (the budget doubles),
+/// or not (it halves).
 #[cfg(not(shmsync_loom))]
 #[inline]
 fn record(success: bool, spent: Duration) {
@@ -103,19 +122,35 @@ fn record(success: bool, spent: Duration) {
 #[cfg(not(shmsync_loom))]
 #[inline]
 pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
-    let budget = budget_ns();
+    for _ in 0..FREE_ROUNDS {
+        crate::sync::spin_hint();
+        if ready() {
+            record(true, Duration::ZERO);
+            return true;
+        }
+    }
+    spin_timed(ready)
+}
+
+/// The part of a spin that outlasts the `FREE_ROUNDS`: timed, in batches.
+#[cfg(not(shmsync_loom))]
+#[inline(never)]
+fn spin_timed(mut ready: impl FnMut() -> bool) -> bool {
+    let Some(budget) = budget_ns() else {
+        record(false, SPIN_MIN);
+        return false;
+    };
     let start = std::time::Instant::now();
+    let mut spent = Duration::ZERO;
     loop {
-        // Check the clock once per batch: reading it (vDSO) costs about as much as a
-        // few rounds.
         for _ in 0..ROUNDS_PER_CLOCK_READ {
             crate::sync::spin_hint();
             if ready() {
-                record(true, start.elapsed());
+                record(true, spent);
                 return true;
             }
         }
-        let spent = start.elapsed();
+        spent = start.elapsed();
         if spent >= budget {
             record(false, spent);
             return false;

@@ -39,12 +39,6 @@ fn place<T: bytemuck::AnyBitPattern>(
     }
 }
 
-/// The state letter of a process from `/proc/<pid>/stat`.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
 #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 struct Queue {
@@ -158,7 +152,7 @@ fn until_asleep(m: &RobustMutex<Gate>, n: u32, pids: &[i32]) {
     common::wait_until(common::WATCHDOG, "waiters asleep in the condvar", || {
         // Taking the lock proves each registered waiter has left its critical section
         // (it released the mutex inside `wait`).
-        m.lock().unwrap().waiting == n && pids.iter().all(|&p| proc_state(p) == Some('S'))
+        m.lock().unwrap().waiting == n && pids.iter().all(|&p| common::proc_state(p) == Some('S'))
     });
 }
 
@@ -237,7 +231,7 @@ fn notify_one_wakes_one_of_three_then_notify_all_the_rest() {
         .filter_map(|w| w.try_wait().is_none().then(|| w.pid()))
         .collect();
     assert_eq!(still.len(), 2);
-    assert!(still.iter().all(|&p| proc_state(p) == Some('S')));
+    assert!(still.iter().all(|&p| common::proc_state(p) == Some('S')));
 
     cv.notify_all();
     for w in &mut waiters {

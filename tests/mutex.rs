@@ -50,8 +50,6 @@ fn hold_and_sleep(m: &RobustMutex<Pair>, locked: &AtomicU32) -> i32 {
     }
 }
 
-use common::proc_state;
-
 /// Outcome codes the children record in shared memory.
 fn code<T: bytemuck::AnyBitPattern>(r: Result<MutexGuard<'_, T>, LockError<'_, T>>) -> u32 {
     match r {
@@ -325,7 +323,10 @@ fn exactly_one_of_four_blocked_waiters_gets_owner_died() {
         .collect();
     // Let every waiter block in the lock before the holder dies.
     common::wait_until(common::WATCHDOG, "four waiters asleep in the lock", || {
-        ready.load(SeqCst) == N as u32 && waiters.iter().all(|w| proc_state(w.pid()) == Some('S'))
+        ready.load(SeqCst) == N as u32
+            && waiters
+                .iter()
+                .all(|w| common::proc_state(w.pid()) == Some('S'))
     });
     assert!(matches!(
         m.state(),

@@ -398,6 +398,49 @@ fn deadlines_past_zero_and_far() {
 }
 
 #[test]
+fn a_waiter_that_spun_hot_still_falls_asleep() {
+    // A ping-pong drives the child's spin budget to its maximum; then it waits on a
+    // semaphore nobody posts. It must end up asleep in the kernel, not spinning.
+    const ROUNDS: u32 = 20_000;
+    let seg = Segment::anonymous(4096).unwrap();
+    let (a, b, idle) = (
+        sem_at(&seg, 0, 0),
+        sem_at(&seg, 64, 0),
+        sem_at(&seg, 128, 0),
+    );
+    let mut child = common::fork_child(|| {
+        for _ in 0..ROUNDS {
+            a.wait();
+            if b.post().is_err() {
+                return 1;
+            }
+        }
+        idle.wait();
+        0
+    });
+    for _ in 0..ROUNDS {
+        a.post().unwrap();
+        b.wait();
+    }
+    common::wait_until(common::WATCHDOG, "the child to sleep in the kernel", || {
+        idle.sleepers() == 1 && common::proc_state(child.pid()) == Some('S')
+    });
+    // A spinning process reads `R`; sample for a while so that a spin that merely
+    // paused between rounds cannot pass.
+    for _ in 0..50 {
+        assert_eq!(
+            common::proc_state(child.pid()),
+            Some('S'),
+            "the idle waiter is not asleep"
+        );
+        std::thread::sleep(Duration::from_millis(4));
+    }
+    idle.post().unwrap();
+    child.expect_success(common::WATCHDOG);
+    assert_eq!((idle.value(), idle.sleepers()), (0, 0));
+}
+
+#[test]
 fn oversubscribed_ping_pong_finishes() {
     // 8 processes (4 pairs) on this machine's 2 CPUs: the adaptive spin must back off
     // rather than starve the partners. Bounded by the watchdog; no timing assertion.

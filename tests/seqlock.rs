@@ -682,8 +682,8 @@ fn attach_rejects_a_corrupt_writer_lock() {
     let seg = scratch();
     // SAFETY: fresh, exclusive mapping.
     unsafe { SeqLock::init_at(seg.as_ptr().cast(), 5u64) }.unwrap();
-    // SAFETY: in bounds: the writer lock's magic at offset 32.
-    unsafe { *seg.as_ptr().add(32) ^= 0xff };
+    // SAFETY: in bounds: the writer lock's magic at offset 24.
+    unsafe { *seg.as_ptr().add(24) ^= 0xff };
     assert!(matches!(
         attach_at::<u64>(&seg, 0),
         Err(Error::BadMagic { .. })

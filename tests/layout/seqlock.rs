@@ -16,44 +16,44 @@ struct Align16 {
 
 #[test]
 fn sizes_and_alignments() {
-    // 96 bytes of overhead (header 24 + seq 8 + writer lock 64), then two copies of
-    // ceil(size_of::<T>() / 8) words; always 8-aligned.
+    // 160 bytes of overhead (header 24 + writer lock 64 + gap 64 + seq 8), then two
+    // copies of ceil(size_of::<T>() / 8) words; always 8-aligned.
     let cases: [(usize, usize, usize); 8] = [
-        (size_of::<SeqLock<()>>(), align_of::<SeqLock<()>>(), 96),
+        (size_of::<SeqLock<()>>(), align_of::<SeqLock<()>>(), 160),
         (
             size_of::<SeqLock<u8>>(),
             align_of::<SeqLock<u8>>(),
-            96 + 2 * 8,
+            160 + 2 * 8,
         ),
         (
             size_of::<SeqLock<u64>>(),
             align_of::<SeqLock<u64>>(),
-            96 + 2 * 8,
+            160 + 2 * 8,
         ),
         (
             size_of::<SeqLock<[u8; 13]>>(),
             align_of::<SeqLock<[u8; 13]>>(),
-            96 + 2 * 16,
+            160 + 2 * 16,
         ),
         (
             size_of::<SeqLock<Align16>>(),
             align_of::<SeqLock<Align16>>(),
-            96 + 2 * 16,
+            160 + 2 * 16,
         ),
         (
             size_of::<SeqLock<u128>>(),
             align_of::<SeqLock<u128>>(),
-            96 + 2 * 16,
+            160 + 2 * 16,
         ),
         (
             size_of::<SeqLock<[u64; 8]>>(),
             align_of::<SeqLock<[u64; 8]>>(),
-            96 + 2 * 64,
+            160 + 2 * 64,
         ),
         (
             size_of::<SeqLock<[u64; 512]>>(),
             align_of::<SeqLock<[u64; 512]>>(),
-            96 + 2 * 4096,
+            160 + 2 * 4096,
         ),
     ];
     for (size, align, expected) in cases {
@@ -88,17 +88,22 @@ fn initial_bytes() {
     assert_eq!(u64_at(&b, 8), FORMAT);
     assert_eq!(u32_at(&b, 16), 2, "state READY");
     assert_eq!(u32_at(&b, 20), 8, "aux = size_of::<T>()");
-    assert_eq!(u64_at(&b, 24), 0, "seq");
-    assert_eq!(u32_at(&b, 32), MAGIC, "writer lock header");
-    assert_eq!(u32_at(&b, 36), Kind::Mutex as u32);
-    assert_eq!(u64_at(&b, 96), value, "copy 0");
-    assert_eq!(u64_at(&b, 104), value, "copy 1");
+    assert_eq!(u32_at(&b, 24), MAGIC, "writer lock header");
+    assert_eq!(u32_at(&b, 28), Kind::Mutex as u32);
+    assert!(b[88..152].iter().all(|&x| x == 0), "the gap is zero");
+    assert_eq!(u64_at(&b, 152), 0, "seq");
+    assert_eq!(u64_at(&b, 160), value, "copy 0");
+    assert_eq!(u64_at(&b, 168), value, "copy 1");
 
     lock.store(7).unwrap();
     let b = bytes::<u64>(&seg);
-    assert_eq!(u64_at(&b, 24), 2, "seq = 2 · version");
-    assert_eq!(u64_at(&b, 96), value, "copy 0 untouched");
-    assert_eq!(u64_at(&b, 104), 7, "version 1 lives in copy 1");
+    assert_eq!(u64_at(&b, 152), 2, "seq = 2 · version");
+    assert_eq!(u64_at(&b, 160), value, "copy 0 untouched");
+    assert_eq!(u64_at(&b, 168), 7, "version 1 lives in copy 1");
+    assert!(
+        b[88..152].iter().all(|&x| x == 0),
+        "writes leave the gap alone"
+    );
 }
 
 #[test]
@@ -109,8 +114,30 @@ fn odd_sized_copies_are_zero_padded() {
     unsafe { SeqLock::init_at(seg.as_ptr().cast(), value) }.unwrap();
     let b = bytes::<[u8; 13]>(&seg);
     assert_eq!(u32_at(&b, 20), 13, "aux = size_of::<T>()");
-    for copy in [96, 112] {
+    for copy in [160, 176] {
         assert_eq!(&b[copy..copy + 13], &value);
         assert_eq!(&b[copy + 13..copy + 16], &[0, 0, 0]);
+    }
+}
+
+#[test]
+fn reader_words_never_share_a_cache_line_with_the_writer_lock() {
+    // glibc writes the writer lock's `__lock` .. `__list` (bytes 48..88 of the seqlock)
+    // on every lock and unlock; readers load `seq` and the copies (from byte 152). For
+    // every 8-aligned placement the two ranges fall on different 64-byte lines.
+    let seg = Segment::anonymous(4096).unwrap();
+    for off in (0..64).step_by(8) {
+        let at = seg.as_ptr().wrapping_add(off);
+        // SAFETY: fresh, exclusive mapping, large enough at every offset tried.
+        let lock = unsafe { SeqLock::init_at(at.cast(), 5u64) }.unwrap();
+        lock.store(6).unwrap();
+        let base = at as usize;
+        let writer_last_line = (base + 87) / 64;
+        let reader_first_line = (base + 152) / 64;
+        assert!(writer_last_line < reader_first_line, "offset {off}");
+        // What a reader loads really starts there: `seq` holds 2 · version.
+        // SAFETY: inside the live mapping, 8-aligned; no writer runs now.
+        let seq = unsafe { at.add(152).cast::<u64>().read() };
+        assert_eq!(seq, 2, "offset {off}");
     }
 }
