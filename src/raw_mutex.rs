@@ -368,7 +368,7 @@ impl RawRobustMutex {
     /// let moved = Box::new(m); // never locked yet: moving is fine
     /// assert!(moved.try_lock().is_ok());
     /// // SAFETY: locked by this thread just above.
-    /// assert_eq!(unsafe { moved.unlock() }, 0);
+    /// assert_eq!(unsafe { moved.unlock() }, Ok(()));
     /// # Ok::<(), shmsync::Error>(())
     /// ```
     #[cfg(not(shmsync_loom))]
