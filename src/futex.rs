@@ -130,16 +130,18 @@ pub(crate) const MAX_SLEEP: Duration = Duration::from_millis(500);
 ///
 /// Under loom the cap is not applied: an untimed wait must stay untimed there, or the
 /// model could no longer report a lost wakeup as a deadlock.
+#[cfg(not(shmsync_loom))]
 pub(crate) fn sleep_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
-    #[cfg(not(shmsync_loom))]
-    {
-        let cap = Deadline::after(MAX_SLEEP);
-        match deadline {
-            Some(d) if d <= cap => (Some(d), true),
-            _ => (Some(cap), false),
-        }
+    let cap = Deadline::after(MAX_SLEEP);
+    match deadline {
+        Some(d) if d <= cap => (Some(d), true),
+        _ => (Some(cap), false),
     }
-    #[cfg(shmsync_loom)]
+}
+
+/// Under loom: the caller's deadline, uncapped.
+#[cfg(shmsync_loom)]
+pub(crate) fn sleep_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
     (deadline, deadline.is_some())
 }
 

@@ -85,10 +85,14 @@ const TRY_TABLE_ROUNDS: u32 = 64;
 /// The deadline of a permit's return: [`RELEASE_WAIT`] from now. None under loom, whose
 /// timed wait may time out at any step and would model a stopped table holder in every
 /// model; the bound is tested across real processes.
+#[cfg(not(shmsync_loom))]
 fn release_deadline() -> Option<Deadline> {
-    #[cfg(not(shmsync_loom))]
-    return Some(Deadline::after(RELEASE_WAIT));
-    #[cfg(shmsync_loom)]
+    Some(Deadline::after(RELEASE_WAIT))
+}
+
+/// Under loom: no deadline.
+#[cfg(shmsync_loom)]
+fn release_deadline() -> Option<Deadline> {
     None
 }
 
@@ -801,8 +805,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
     /// [`reclaim_dead`](Self::reclaim_dead) without waiting: [`Error::WouldBlock`] if
     /// another process holds the table lock beyond a brief spin.
     pub fn try_reclaim_dead(&self) -> Result<Reclaimed> {
-        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
-        let _released: Option<u32> = self.lock.release_dead_owner();
+        let _released: Option<u32> = self.lock.release_dead_owner_if_known();
         let table = self
             .try_lock_table()?
             .ok_or(Error::WouldBlock("lease table lock"))?;
@@ -845,8 +848,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
         // A table lock held by a thread that is provably dead but was never marked
         // owner-died (the kernel skipped its robust list) would block us forever; mark
         // it, so that the lock below gets OwnerDied and repairs.
-        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
-        let _released: Option<u32> = self.lock.release_dead_owner();
+        let _released: Option<u32> = self.lock.release_dead_owner_if_known();
         let table = self.lock_table(deadline)?;
         self.reclaim_locked(table, is_dead)
     }

@@ -59,12 +59,18 @@ pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Order
 
 /// A spin-wait hint (`pause` on x86). Under loom it yields, so a spin loop lets the
 /// model schedule the thread it is waiting for.
+#[cfg(not(shmsync_loom))]
 #[inline]
 #[allow(dead_code)]
 pub(crate) fn spin_hint() {
-    #[cfg(not(shmsync_loom))]
     core::hint::spin_loop();
-    #[cfg(shmsync_loom)]
+}
+
+/// A spin-wait hint: under loom, a model yield.
+#[cfg(shmsync_loom)]
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
@@ -74,19 +80,30 @@ pub(crate) fn spin_hint() {
 /// Loom models SeqCst loads and RMWs only as Acquire/Release (a documented loom
 /// limitation that would report false lost wakeups) but models SeqCst fences exactly,
 /// so under loom this is a SeqCst fence.
+#[cfg(not(shmsync_loom))]
+#[inline(always)]
+pub(crate) fn loom_seqcst_fence() {}
+
+/// The store→load order under loom: a SeqCst fence.
+#[cfg(shmsync_loom)]
 #[inline(always)]
 pub(crate) fn loom_seqcst_fence() {
-    #[cfg(shmsync_loom)]
     fence(Ordering::SeqCst);
 }
 
 /// Gives the CPU away (`sched_yield`); under loom, a model yield.
+#[cfg(not(shmsync_loom))]
 #[inline]
 #[allow(dead_code)]
 pub(crate) fn yield_now() {
-    #[cfg(not(shmsync_loom))]
     std::thread::yield_now();
-    #[cfg(shmsync_loom)]
+}
+
+/// Gives the CPU away: under loom, a model yield.
+#[cfg(shmsync_loom)]
+#[inline]
+#[allow(dead_code)]
+pub(crate) fn yield_now() {
     loom::thread::yield_now();
 }
 

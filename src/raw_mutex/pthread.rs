@@ -1,295 +1,24 @@
-//! [`RawRobustMutex`]: a data-less robust, process-shared, error-checking pthread mutex
-//! with a header, for crates that embed a lock in their own layout. The seqlock's writer
-//! lock and the lease table's lock are this type; [`crate::RobustMutex`] wraps it with
-//! data and guards.
-//!
-//! Robustness is glibc's: every robust mutex a thread holds is on that thread's robust
-//! list (registered by glibc with `set_robust_list`; this crate never calls it), and
-//! when the thread dies the kernel walks the list, marks each mutex
-//! `FUTEX_OWNER_DIED` (TID bits cleared) and wakes one waiter. The next locker gets
-//! `EOWNERDEAD`, surfaced here as [`Acquired::OwnerDied`].
-//!
-//! Under `--cfg shmsync_loom` the pthread mutex is replaced by a small futex lock on the
-//! loom futex model (no pthread code can run under loom), so protocols built on this
-//! lock (seqlock writers, lease table) can be model-checked; `abandon` simulates an
-//! owner's death.
+//! The real backend: glibc's robust, process-shared, error-checking pthread mutex
+//! (other libcs get the same pthread calls without the glibc word checks).
 
-use core::fmt;
-use std::time::{Duration, Instant};
-
+use super::{
+    pid_ns_tag, Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex, FUTEX_OWNER_DIED,
+    FUTEX_TID_MASK, FUTEX_WAITERS,
+};
 use crate::error::{Error, Result};
 use crate::futex::Deadline;
 use crate::header::{check_placement, Kind, ObjectHeader};
 use crate::process::{self, Liveness};
-#[cfg(not(shmsync_loom))]
 use crate::sync::UnsafeCell;
 
-/// How a lock was acquired. Either way the caller now holds the lock.
-///
-/// ```
-/// use shmsync::{Acquired, RawRobustMutex, Segment};
-///
-/// let seg = Segment::anonymous(4096)?;
-/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
-/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
-/// match m.lock()? {
-///     Acquired::Clean => {}
-///     // SAFETY: held by this thread (just acquired).
-///     Acquired::OwnerDied => unsafe { m.make_consistent()? }, // after repairing
-/// }
-/// // SAFETY: held by this thread; nothing borrowed from the lock outlives it.
-/// unsafe { m.unlock()? };
-/// # Ok::<(), shmsync::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use = "an OwnerDied acquisition must be repaired and made consistent"]
-pub enum Acquired {
-    /// The previous owner unlocked normally.
-    Clean,
-    /// The previous owner died holding the lock: the protected state may be half
-    /// updated. Repair it, then call [`RawRobustMutex::make_consistent`]; unlocking
-    /// without that makes the mutex permanently not recoverable.
-    OwnerDied,
-}
+/// The mutex word(s): glibc's `pthread_mutex_t`, accessed only through pthread calls
+/// and the word readers below.
+pub(super) type Inner = UnsafeCell<libc::pthread_mutex_t>;
 
-/// Why a lock was not acquired (or an unlock failed). The caller does not hold the
-/// lock — for an unlock: nothing was released. Converts into [`Error`] with `From`.
-///
-/// ```
-/// use shmsync::{Acquired, RawLockError, RawRobustMutex, Segment};
-///
-/// let seg = Segment::anonymous(4096)?;
-/// // SAFETY: a fresh, private, page-aligned mapping that outlives `m`.
-/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
-/// assert_eq!(m.lock(), Ok(Acquired::Clean));
-/// assert_eq!(m.lock(), Err(RawLockError::Deadlock));
-/// let e: shmsync::Error = RawLockError::TimedOut.into();
-/// assert!(matches!(e, shmsync::Error::TimedOut(_)));
-/// // SAFETY: held by this thread (locked above); no data borrow outlives it.
-/// unsafe { m.unlock() }?;
-/// # Ok::<(), shmsync::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RawLockError {
-    /// `try_lock`: another thread holds it. Retry later or use a blocking form.
-    WouldBlock,
-    /// The deadline passed first; the holder is alive or of unknown liveness. Retry, or
-    /// report the holder ([`state`](RawRobustMutex::state)).
-    TimedOut,
-    /// The calling thread already holds it (error-checking mutex): a caller bug.
-    Deadlock,
-    /// An owner died and its successor unlocked without `make_consistent`: the mutex is
-    /// unusable until [`reinit`](RawRobustMutex::reinit) under exclusive access.
-    NotRecoverable,
-    /// Any other error number from pthread; from `unlock`, `EPERM`: the calling thread
-    /// does not hold the lock (a caller bug, or a lock inherited across `fork`).
-    Os(i32),
-    /// A word of glibc's `pthread_mutex_t` that glibc acts on holds a value that neither
-    /// this build's initialization nor glibc's own use leaves there (corrupt or hostile
-    /// shared memory): the kind word differs from the one init wrote, or the lock word
-    /// has waiters but no owner. glibc was not called again: with such a word it may
-    /// abort the process or wait forever.
-    Corrupt {
-        /// Which word.
-        word: MutexWord,
-        /// The value found.
-        found: u32,
-    },
-}
-
-/// Which word of glibc's `pthread_mutex_t` a [`RawLockError::Corrupt`] is about. (A
-/// one-byte tag, not a string, so lock results stay two words and return in registers
-/// on the uncontended path.)
-///
-/// ```
-/// use shmsync::{MutexWord, RawLockError};
-///
-/// let e = RawLockError::Corrupt { word: MutexWord::Kind, found: 7 };
-/// assert!(e.to_string().contains("kind"));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MutexWord {
-    /// `__kind`: not the kind this build's initialization writes.
-    Kind,
-    /// `__lock`: the waiters bit without an owner.
-    Lock,
-}
-
-impl fmt::Display for MutexWord {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            MutexWord::Kind => "glibc kind word",
-            MutexWord::Lock => "glibc lock word (waiters but no owner)",
-        })
-    }
-}
-
-impl RawLockError {
-    /// This error as the crate's [`Error`], naming `what` was being locked (e.g.
-    /// `"lease table lock"`): [`Error::TimedOut`], [`Error::WouldBlock`],
-    /// [`Error::Corrupt`], or [`Error::Os`] with the pthread error number (`EDEADLK`,
-    /// `ENOTRECOVERABLE`, ...).
-    #[cold]
-    pub(crate) fn into_error(self, what: &'static str) -> Error {
-        let errno = match self {
-            RawLockError::TimedOut => return Error::TimedOut(what),
-            RawLockError::WouldBlock => return Error::WouldBlock(what),
-            RawLockError::Corrupt { .. } => return Error::Corrupt(format!("{what}: {self}")),
-            RawLockError::Deadlock => libc::EDEADLK,
-            RawLockError::NotRecoverable => libc::ENOTRECOVERABLE,
-            RawLockError::Os(e) => e,
-        };
-        Error::from_errno("pthread_mutex_lock", what, errno)
-    }
-}
-
-impl From<RawLockError> for Error {
-    /// [`RawLockError::Corrupt`] becomes [`Error::Corrupt`], `TimedOut`
-    /// [`Error::TimedOut`], `WouldBlock` [`Error::WouldBlock`], every other variant
-    /// [`Error::Os`] with its error number.
-    #[cold]
-    fn from(e: RawLockError) -> Error {
-        e.into_error("mutex lock")
-    }
-}
-
-impl fmt::Display for RawLockError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RawLockError::WouldBlock => f.write_str("the mutex is locked by another thread"),
-            RawLockError::TimedOut => f.write_str("timed out waiting for the mutex"),
-            RawLockError::Deadlock => f.write_str("the calling thread already holds the mutex"),
-            RawLockError::NotRecoverable => f.write_str(
-                "the mutex is not recoverable: an owner died and the state was never marked consistent",
-            ),
-            RawLockError::Os(e) => {
-                write!(f, "pthread error: {}", std::io::Error::from_raw_os_error(*e))
-            }
-            RawLockError::Corrupt { word, found } => write!(
-                f,
-                "the mutex's {word} is {found:#x}, a value neither its initialization nor \
-                 glibc leaves there: corrupt shared memory (glibc was not called)"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for RawLockError {}
-
-/// What a mutex looks like from outside, read without locking it.
-///
-/// ```
-/// use shmsync::{MutexState, RawRobustMutex, Segment};
-///
-/// let seg = Segment::anonymous(4096)?;
-/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
-/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
-/// assert_eq!(m.state(), MutexState::Free);
-/// m.lock()?;
-/// assert!(matches!(m.state(), MutexState::Locked { .. }));
-/// // SAFETY: held by this thread.
-/// unsafe { m.unlock()? };
-/// # Ok::<(), shmsync::Error>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum MutexState {
-    /// Nobody holds it.
-    Free,
-    /// A thread holds it.
-    Locked {
-        /// The owner's thread id (in the creator's pid namespace).
-        owner_tid: u32,
-        /// The owner's process, if it could be read.
-        owner_pid: Option<u32>,
-        /// Whether the owner thread still runs.
-        owner: Liveness,
-        /// Whether threads are queued on it.
-        waiters: bool,
-        /// The holder got it with OwnerDied and has not made it consistent yet.
-        inconsistent: bool,
-    },
-    /// Its owner died; nobody has locked it since. The next locker gets OwnerDied.
-    OwnerDied,
-    /// Unusable until re-initialized.
-    NotRecoverable,
-    /// This libc's layout is not known to the reader.
-    Unknown,
-}
-
-impl fmt::Display for MutexState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            MutexState::Free => f.write_str("free"),
-            MutexState::Locked {
-                owner_tid,
-                owner_pid,
-                owner,
-                inconsistent,
-                ..
-            } => {
-                let who = match owner_pid {
-                    Some(pid) if pid == owner_tid => format!("pid {pid}"),
-                    Some(pid) => format!("pid {pid} (thread {owner_tid})"),
-                    None => format!("thread {owner_tid}"),
-                };
-                write!(f, "locked by {who} — {}", owner.as_str())?;
-                if inconsistent {
-                    f.write_str(", repairing after owner death")?;
-                }
-                Ok(())
-            }
-            MutexState::OwnerDied => f.write_str("owner died (next locker repairs)"),
-            MutexState::NotRecoverable => f.write_str("not recoverable"),
-            MutexState::Unknown => f.write_str("unknown (unsupported libc layout)"),
-        }
-    }
-}
-
-/// A robust, process-shared, error-checking mutex without data, with a header.
-/// 64 bytes on x86_64 glibc; `#[repr(C)]`; never moved once placed.
-///
-/// ```
-/// use shmsync::{RawRobustMutex, Segment};
-/// use std::time::Duration;
-///
-/// let seg = Segment::anonymous(4096)?;
-/// // SAFETY: fresh, private, page-aligned memory that outlives `m`.
-/// let m = unsafe { RawRobustMutex::init_at(seg.as_ptr().cast())? };
-/// m.lock_timeout(Duration::from_secs(1))?;
-/// // SAFETY: held by this thread; no data borrowed under it outlives the unlock.
-/// unsafe { m.unlock()? };
-/// # Ok::<(), shmsync::Error>(())
-/// ```
-#[repr(C)]
-pub struct RawRobustMutex {
-    header: ObjectHeader,
-    #[cfg(not(shmsync_loom))]
-    inner: UnsafeCell<libc::pthread_mutex_t>,
-    #[cfg(shmsync_loom)]
-    inner: loom_lock::LoomLock,
-}
-
-#[cfg(not(shmsync_loom))]
 static_assertions::const_assert_eq!(core::mem::align_of::<RawRobustMutex>(), 8);
-#[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "64"))]
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
 static_assertions::assert_eq_size!(RawRobustMutex, [u8; 64]);
 
-// SAFETY: the pthread mutex is designed for concurrent use from many threads (and
-// processes); every access to `inner` goes through pthread functions.
-unsafe impl Sync for RawRobustMutex {}
-// SAFETY: the mutex has no thread affinity until locked, and lock ownership lives in the
-// mutex word (a TID), not in the Rust value.
-unsafe impl Send for RawRobustMutex {}
-
-/// Low 32 bits of our pid-namespace inode (proc inodes fit 32 bits), 0 if unreadable.
-fn pid_ns_tag() -> u32 {
-    process::current_pid_namespace().map_or(0, |ino| ino as u32)
-}
-
-#[cfg(not(shmsync_loom))]
 extern "C" {
     // glibc >= 2.30; not (yet) in the libc crate.
     #[cfg(target_env = "gnu")]
@@ -301,10 +30,7 @@ extern "C" {
 }
 
 /// Destroys a `pthread_mutexattr_t` on every exit path.
-#[cfg(not(shmsync_loom))]
 struct AttrGuard<'a>(&'a mut core::mem::MaybeUninit<libc::pthread_mutexattr_t>);
-
-#[cfg(not(shmsync_loom))]
 impl Drop for AttrGuard<'_> {
     fn drop(&mut self) {
         // SAFETY: the guard exists only after `pthread_mutexattr_init` succeeded.
@@ -327,7 +53,6 @@ impl RawRobustMutex {
     /// A null or misaligned `ptr` is reported as [`Error::Misaligned`], not UB. To embed
     /// the mutex in a struct of your own, see [`new`](Self::new) and the contract under
     /// [`RobustMutex::new`](crate::RobustMutex::new).
-    #[cfg(not(shmsync_loom))]
     pub unsafe fn init_at<'a>(ptr: *mut RawRobustMutex) -> Result<&'a RawRobustMutex> {
         check_placement(ptr)?;
         // SAFETY: `ptr` is aligned (checked) and valid for writes, and nobody else
@@ -371,7 +96,6 @@ impl RawRobustMutex {
     /// assert_eq!(unsafe { moved.unlock() }, Ok(()));
     /// # Ok::<(), shmsync::Error>(())
     /// ```
-    #[cfg(not(shmsync_loom))]
     pub fn new() -> Result<RawRobustMutex> {
         // SAFETY: `init_at` initializes the whole mutex when it returns Ok, on storage no
         // other thread or process can reach; a never-locked mutex holds no address.
@@ -394,7 +118,6 @@ impl RawRobustMutex {
     ///   for all of `'a`, in shared memory that stays mapped for `'a`;
     /// - the bytes at `ptr` are being initialized by `init_at` concurrently (a header in
     ///   state READY is what makes attach safe; a [`crate::Region`] guarantees this).
-    #[cfg(not(shmsync_loom))]
     pub unsafe fn attach<'a>(ptr: *const RawRobustMutex) -> Result<&'a RawRobustMutex> {
         check_placement(ptr)?;
         // SAFETY: aligned (checked), valid and mapped for 'a (caller's promise); the
@@ -407,24 +130,10 @@ impl RawRobustMutex {
         Ok(this)
     }
 
-    /// Fails if this process is in another pid namespace than the mutex's creator.
-    pub fn check_namespace(&self) -> Result<()> {
-        let recorded = self.header.aux();
-        let current = pid_ns_tag();
-        if recorded != 0 && current != 0 && recorded != current {
-            return Err(Error::PidNamespaceMismatch {
-                recorded: recorded.into(),
-                current: current.into(),
-            });
-        }
-        Ok(())
-    }
-
     /// # Safety
     ///
     /// Behavior is undefined if:
     /// - another thread or process may access the mutex during the call.
-    #[cfg(not(shmsync_loom))]
     unsafe fn init_pthread(&self) -> Result<()> {
         let mut attr = core::mem::MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
         // SAFETY: `attr` is writable storage for an attribute object.
@@ -485,16 +194,21 @@ impl RawRobustMutex {
     /// error-checking mutex keeps as lock state.
     ///
     /// One relaxed load and a compare: it is on the uncontended lock's path.
+    #[cfg(target_env = "gnu")]
     #[inline(always)]
-    fn kind_ok(&self) -> bool {
-        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
-        return self.glibc_kind() == GLIBC_KIND;
-        #[cfg(not(all(not(shmsync_loom), target_env = "gnu")))]
+    pub(super) fn kind_ok(&self) -> bool {
+        self.glibc_kind() == GLIBC_KIND
+    }
+
+    /// Other libcs: no kind word is known, so there is nothing to check.
+    #[cfg(not(target_env = "gnu"))]
+    #[inline(always)]
+    pub(super) fn kind_ok(&self) -> bool {
         true
     }
 
     /// glibc's `__kind` word.
-    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cfg(target_env = "gnu")]
     #[inline(always)]
     fn glibc_kind(&self) -> u32 {
         // SAFETY: `__kind` lies inside the mapped, 8-aligned `pthread_mutex_t`
@@ -509,26 +223,20 @@ impl RawRobustMutex {
             .with(|m| unsafe { crate::sync::peek_u32(m.cast::<u32>().add(KIND_WORD)) })
     }
 
-    /// [`kind_ok`](Self::kind_ok) as a result, for the calls off the lock fast path.
-    #[inline]
-    fn check_glibc(&self) -> Result<(), RawLockError> {
-        if self.kind_ok() {
-            return Ok(());
-        }
-        Err(self.corrupt_kind())
+    /// Other libcs: no kind word is read (reported as 0).
+    #[cfg(not(target_env = "gnu"))]
+    #[inline(always)]
+    fn glibc_kind(&self) -> u32 {
+        0
     }
 
     /// The error for a kind word that failed the check (read again for the report).
     #[cold]
     #[inline(never)]
-    fn corrupt_kind(&self) -> RawLockError {
-        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
-        let found = self.glibc_kind();
-        #[cfg(not(all(not(shmsync_loom), target_env = "gnu")))]
-        let found = 0;
+    pub(super) fn corrupt_kind(&self) -> RawLockError {
         RawLockError::Corrupt {
             word: MutexWord::Kind,
-            found,
+            found: self.glibc_kind(),
         }
     }
 
@@ -554,15 +262,10 @@ impl RawRobustMutex {
     /// not stopped by it: share the memory writable only with processes you trust.
     #[inline]
     pub fn lock(&self) -> Result<Acquired, RawLockError> {
-        #[cfg(not(shmsync_loom))]
-        {
-            match self.try_lock() {
-                Err(RawLockError::WouldBlock) => self.lock_contended(),
-                acquired_or_error => acquired_or_error,
-            }
+        match self.try_lock() {
+            Err(RawLockError::WouldBlock) => self.lock_contended(),
+            acquired_or_error => acquired_or_error,
         }
-        #[cfg(shmsync_loom)]
-        self.inner.lock(None)
     }
 
     /// The contended path: watch the lock word with exponential backoff, retrying only
@@ -580,30 +283,11 @@ impl RawRobustMutex {
     /// The thread cannot hold the lock here: `lock` reached this only after a `trylock`
     /// that reported it held by someone else (glibc's robust `trylock` reports our own
     /// hold as `EDEADLK`), so the watch needs no owner check (and no `gettid`).
-    #[cfg(not(shmsync_loom))]
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) -> Result<Acquired, RawLockError> {
-        #[cfg(target_env = "gnu")]
-        {
-            let word = self.inner.with(|m| m.cast::<u32>());
-            let mut gap = 1u32;
-            let mut spun = 0u32;
-            while spun < LOCK_SPIN_ROUNDS {
-                for _ in 0..gap {
-                    crate::sync::spin_hint();
-                }
-                spun += gap;
-                // SAFETY: glibc's `__lock`, the first word of the mapped, aligned mutex,
-                // only ever accessed atomically.
-                if unsafe { crate::sync::peek_u32(word) } & FUTEX_TID_MASK == 0 {
-                    match self.try_lock() {
-                        Err(RawLockError::WouldBlock) => {}
-                        acquired_or_error => return acquired_or_error,
-                    }
-                }
-                gap = (gap * 2).min(LOCK_SPIN_MAX_GAP);
-            }
+        if let Some(acquired_or_error) = self.watch_lock_word() {
+            return acquired_or_error;
         }
         // SAFETY: `inner` is an initialized pshared robust mutex (init_at/attach).
         let r = self
@@ -615,50 +299,84 @@ impl RawRobustMutex {
         lock_result(r)
     }
 
+    /// The spin of [`lock_contended`](Self::lock_contended): up to `LOCK_SPIN_ROUNDS`
+    /// pauses watching glibc's lock word, a `trylock` whenever it reads free. `None`
+    /// when the spin ended without acquiring (or failing).
+    #[cfg(target_env = "gnu")]
+    #[inline(always)]
+    fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {
+        let word = self.inner.with(|m| m.cast::<u32>());
+        let mut gap = 1u32;
+        let mut spun = 0u32;
+        while spun < LOCK_SPIN_ROUNDS {
+            for _ in 0..gap {
+                crate::sync::spin_hint();
+            }
+            spun += gap;
+            // SAFETY: glibc's `__lock`, the first word of the mapped, aligned mutex,
+            // only ever accessed atomically.
+            if unsafe { crate::sync::peek_u32(word) } & FUTEX_TID_MASK == 0 {
+                match self.try_lock() {
+                    Err(RawLockError::WouldBlock) => {}
+                    acquired_or_error => return Some(acquired_or_error),
+                }
+            }
+            gap = (gap * 2).min(LOCK_SPIN_MAX_GAP);
+        }
+        None
+    }
+
+    /// Other libcs: the lock word's layout is not known, so no watch; sleep at once.
+    #[cfg(not(target_env = "gnu"))]
+    #[inline(always)]
+    fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {
+        None
+    }
+
     /// Acquires the lock if it is free now.
     #[inline]
     pub fn try_lock(&self) -> Result<Acquired, RawLockError> {
-        #[cfg(not(shmsync_loom))]
-        {
-            // A corrupt kind word takes the failure path with a value no pthread call
-            // returns, so the success path stays the compare and the trylock (an early
-            // `Err` return here costs the inlined callers a dozen instructions).
-            let r = if self.kind_ok() {
-                // SAFETY: `inner` is an initialized pshared robust mutex (init_at/
-                // attach) whose kind word was just checked.
-                self.inner
-                    .with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) })
-            } else {
-                KIND_CORRUPT
-            };
-            if r == 0 {
-                return Ok(Acquired::Clean);
-            }
-            self.trylock_failed(r)
+        // A corrupt kind word takes the failure path with a value no pthread call
+        // returns, so the success path stays the compare and the trylock (an early
+        // `Err` return here costs the inlined callers a dozen instructions).
+        let r = if self.kind_ok() {
+            // SAFETY: `inner` is an initialized pshared robust mutex (init_at/
+            // attach) whose kind word was just checked.
+            self.inner
+                .with_mut(|m| unsafe { libc::pthread_mutex_trylock(m) })
+        } else {
+            KIND_CORRUPT
+        };
+        if r == 0 {
+            return Ok(Acquired::Clean);
         }
-        #[cfg(shmsync_loom)]
-        self.inner.try_lock()
+        self.trylock_failed(r)
     }
 
     /// The outcome of a `pthread_mutex_trylock` that returned `r` (non-zero), or of a
     /// kind check that failed (`KIND_CORRUPT`).
-    #[cfg(not(shmsync_loom))]
     #[cold]
     #[inline(never)]
+    #[cfg(target_env = "gnu")]
     fn trylock_failed(&self, r: i32) -> Result<Acquired, RawLockError> {
-        #[cfg(target_env = "gnu")]
         if r == libc::EBUSY {
             self.check_lock_word()?;
         }
-        #[cfg(target_env = "gnu")]
         if r == libc::ENOTRECOVERABLE {
             self.undo_glibc_trylock_leak();
         }
         self.lock_failed(r)
     }
 
+    /// Other libcs: the lock word's layout is not known, so the result is mapped as is.
+    #[cfg(not(target_env = "gnu"))]
+    #[cold]
+    #[inline(never)]
+    fn trylock_failed(&self, r: i32) -> Result<Acquired, RawLockError> {
+        self.lock_failed(r)
+    }
+
     /// Maps a non-zero lock result, or `KIND_CORRUPT`.
-    #[cfg(not(shmsync_loom))]
     #[cold]
     fn lock_failed(&self, r: i32) -> Result<Acquired, RawLockError> {
         if r == KIND_CORRUPT {
@@ -674,7 +392,7 @@ impl RawRobustMutex {
     /// waiters bit only next to an owner's id, unlocking clears the whole word, and the
     /// kernel's death handling keeps the bit but sets owner-died. Checked only when a
     /// lock attempt found the mutex busy, so the uncontended path does not pay for it.
-    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cfg(target_env = "gnu")]
     #[cold]
     fn check_lock_word(&self) -> Result<(), RawLockError> {
         // SAFETY: glibc's `__lock`, the first word of the mapped, aligned mutex, only
@@ -702,7 +420,7 @@ impl RawRobustMutex {
     /// list, so not even its death would free it; every later locker in every process
     /// would hang. `pthread_mutex_lock` and the timed lock do release it. Undo the leak
     /// exactly as glibc's `lll_unlock` would have.
-    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cfg(target_env = "gnu")]
     #[cold]
     fn undo_glibc_trylock_leak(&self) {
         // glibc's `int __lock` is the first word of `pthread_mutex_t`.
@@ -722,42 +440,22 @@ impl RawRobustMutex {
         }
     }
 
-    /// Blocks until the lock is acquired or `timeout` has passed
-    /// ([`RawLockError::TimedOut`]). A free lock is acquired even with a zero timeout.
-    #[inline]
-    pub fn lock_timeout(&self, timeout: Duration) -> Result<Acquired, RawLockError> {
-        self.lock_until(Deadline::after(timeout))
-    }
-
-    /// Blocks until the lock is acquired or `deadline` passes. A lock that is free is
-    /// acquired even if the deadline has passed; a held lock with a past deadline gives
-    /// [`RawLockError::TimedOut`] at once.
-    #[inline]
-    pub fn lock_deadline(&self, deadline: Instant) -> Result<Acquired, RawLockError> {
-        self.lock_until(Deadline::from_instant(deadline))
-    }
-
     /// [`lock_deadline`](Self::lock_deadline) with the crate's `CLOCK_MONOTONIC`
     /// deadline.
     #[inline]
     pub(crate) fn lock_until(&self, deadline: Deadline) -> Result<Acquired, RawLockError> {
-        #[cfg(not(shmsync_loom))]
-        {
-            let r = if self.kind_ok() {
-                self.clocklock(deadline)
-            } else {
-                KIND_CORRUPT
-            };
-            if r == 0 {
-                return Ok(Acquired::Clean);
-            }
-            self.lock_failed(r)
+        let r = if self.kind_ok() {
+            self.clocklock(deadline)
+        } else {
+            KIND_CORRUPT
+        };
+        if r == 0 {
+            return Ok(Acquired::Clean);
         }
-        #[cfg(shmsync_loom)]
-        self.inner.lock(Some(deadline))
+        self.lock_failed(r)
     }
 
-    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cfg(target_env = "gnu")]
     fn clocklock(&self, deadline: Deadline) -> i32 {
         let ts = deadline.to_timespec();
         // SAFETY: `inner` is an initialized pshared robust mutex; `ts` is a normalized
@@ -766,7 +464,7 @@ impl RawRobustMutex {
             .with_mut(|m| unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &ts) })
     }
 
-    #[cfg(all(not(shmsync_loom), not(target_env = "gnu")))]
+    #[cfg(not(target_env = "gnu"))]
     fn clocklock(&self, deadline: Deadline) -> i32 {
         // No pthread_mutex_clocklock (musl): convert the monotonic deadline to
         // CLOCK_REALTIME once. A wall-clock step during the wait shifts it.
@@ -792,37 +490,6 @@ impl RawRobustMutex {
             .with_mut(|m| unsafe { libc::pthread_mutex_timedlock(m, &ts) })
     }
 
-    /// Releases the lock. Fails with [`RawLockError::Os`]`(EPERM)` from pthread if the
-    /// calling thread does not hold it (the caller broke the safety contract, or the
-    /// lock was inherited across `fork`), or with [`RawLockError::Corrupt`] if glibc's
-    /// kind word is corrupt (see [`lock`](Self::lock)): glibc is then not called, and
-    /// the lock stays held by this thread and on its robust list, so the kernel marks
-    /// it owner-died when the thread exits (keep the memory mapped until then). Either
-    /// way there is nothing to retry.
-    ///
-    /// # Safety
-    ///
-    /// Behavior is undefined if:
-    /// - the calling thread does not hold the lock (error-checking mutexes report EPERM,
-    ///   but the data the lock protects may already have been touched without it);
-    /// - a reference to data protected by the lock outlives this call.
-    #[inline]
-    pub unsafe fn unlock(&self) -> Result<(), RawLockError> {
-        // SAFETY: forwarded: the caller's promises are `unlock_raw`'s.
-        match unsafe { self.unlock_raw() } {
-            0 => Ok(()),
-            r => Err(self.unlock_failed(r)),
-        }
-    }
-
-    #[cold]
-    fn unlock_failed(&self, r: i32) -> RawLockError {
-        if r == libc::EINVAL && !self.kind_ok() {
-            return self.corrupt_kind();
-        }
-        RawLockError::Os(r)
-    }
-
     /// [`unlock`](Self::unlock) returning pthread's number: 0, `EPERM`, or `EINVAL` for
     /// a corrupt kind word (glibc not called).
     ///
@@ -831,21 +498,13 @@ impl RawRobustMutex {
     /// As for [`unlock`](Self::unlock).
     #[inline]
     pub(crate) unsafe fn unlock_raw(&self) -> i32 {
-        #[cfg(not(shmsync_loom))]
-        {
-            if !self.kind_ok() {
-                return libc::EINVAL;
-            }
-            // SAFETY: `inner` is an initialized mutex held by this thread (caller's
-            // promise), its kind word just checked.
-            self.inner
-                .with_mut(|m| unsafe { libc::pthread_mutex_unlock(m) })
+        if !self.kind_ok() {
+            return libc::EINVAL;
         }
-        #[cfg(shmsync_loom)]
-        {
-            self.inner.unlock();
-            0
-        }
+        // SAFETY: `inner` is an initialized mutex held by this thread (caller's
+        // promise), its kind word just checked.
+        self.inner
+            .with_mut(|m| unsafe { libc::pthread_mutex_unlock(m) })
     }
 
     /// Marks the state consistent after an [`Acquired::OwnerDied`] acquisition, so a
@@ -858,19 +517,14 @@ impl RawRobustMutex {
     /// Behavior is undefined if:
     /// - the calling thread does not hold the lock.
     pub unsafe fn make_consistent(&self) -> Result<(), RawLockError> {
-        #[cfg(not(shmsync_loom))]
-        {
-            self.check_glibc()?;
-            // SAFETY: `inner` is initialized and held by this thread (caller's promise).
-            let r = self
-                .inner
-                .with_mut(|m| unsafe { libc::pthread_mutex_consistent(m) });
-            if r != 0 {
-                return Err(RawLockError::Os(r));
-            }
-            Ok(())
+        self.check_glibc()?;
+        // SAFETY: `inner` is initialized and held by this thread (caller's promise).
+        let r = self
+            .inner
+            .with_mut(|m| unsafe { libc::pthread_mutex_consistent(m) });
+        if r != 0 {
+            return Err(RawLockError::Os(r));
         }
-        #[cfg(shmsync_loom)]
         Ok(())
     }
 
@@ -883,7 +537,6 @@ impl RawRobustMutex {
     /// - any thread in any process holds the lock, is blocked in or entering a lock call
     ///   on it, or will unlock it — i.e. the caller must have exclusive access, for
     ///   instance because every process that used the mutex is known to be gone.
-    #[cfg(not(shmsync_loom))]
     pub unsafe fn reinit(&self) -> Result<()> {
         // SAFETY: exclusive access (caller's promise); the header stays valid.
         unsafe { self.init_pthread() }
@@ -891,29 +544,40 @@ impl RawRobustMutex {
 
     /// Reads the mutex's state without locking it (glibc layout; a snapshot that may be
     /// stale by the time it is displayed). The `shmsync` tool uses the same reading.
+    #[cfg(target_env = "gnu")]
     pub fn state(&self) -> MutexState {
-        #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
-        {
-            // glibc's `struct __pthread_mutex_s`: int __lock at offset 0, int __owner at
-            // offset 8 on every glibc target.
-            let (lock, owner) = self.inner.with(|m| {
-                let base = m as *const u32;
-                // SAFETY: both words lie inside the mapped, aligned pthread_mutex_t.
-                unsafe {
-                    (
-                        crate::sync::peek_u32(base),
-                        crate::sync::peek_u32(base.add(2)),
-                    )
-                }
-            });
-            decode_glibc_state(lock, owner)
-        }
-        #[cfg(all(not(shmsync_loom), not(target_env = "gnu")))]
-        {
-            MutexState::Unknown
-        }
-        #[cfg(shmsync_loom)]
+        // glibc's `struct __pthread_mutex_s`: int __lock at offset 0, int __owner at
+        // offset 8 on every glibc target.
+        let (lock, owner) = self.inner.with(|m| {
+            let base = m as *const u32;
+            // SAFETY: both words lie inside the mapped, aligned pthread_mutex_t.
+            unsafe {
+                (
+                    crate::sync::peek_u32(base),
+                    crate::sync::peek_u32(base.add(2)),
+                )
+            }
+        });
+        super::decode_glibc_state(lock, owner)
+    }
+
+    /// Reads the mutex's state: [`MutexState::Unknown`] on this libc, whose layout is
+    /// not known to the reader.
+    #[cfg(not(target_env = "gnu"))]
+    pub fn state(&self) -> MutexState {
         MutexState::Unknown
+    }
+
+    /// [`release_dead_owner`](Self::release_dead_owner) where glibc's lock word is known.
+    #[cfg(target_env = "gnu")]
+    pub(crate) fn release_dead_owner_if_known(&self) -> Option<u32> {
+        self.release_dead_owner()
+    }
+
+    /// Other libcs: the lock word's layout is not known, so nothing is released.
+    #[cfg(not(target_env = "gnu"))]
+    pub(crate) fn release_dead_owner_if_known(&self) -> Option<u32> {
+        None
     }
 
     /// Does for a dead owner what the kernel's robust-list walk does at thread exit,
@@ -931,7 +595,7 @@ impl RawRobustMutex {
     /// `/proc` of another pid namespace) is left alone. A thread id reused by a new,
     /// live thread reads as alive, so a live owner is never robbed; the check-then-CAS
     /// is safe because the CAS fails if the word changed.
-    #[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+    #[cfg(target_env = "gnu")]
     pub fn release_dead_owner(&self) -> Option<u32> {
         self.inner.with_mut(|m| {
             // SAFETY: glibc's `__lock` (offset 0 of the mapped, aligned mutex) is only
@@ -959,34 +623,9 @@ impl RawRobustMutex {
             Some(tid)
         })
     }
-
-    /// A model-checking constructor (loom builds only).
-    #[cfg(shmsync_loom)]
-    pub fn new() -> RawRobustMutex {
-        let header = ObjectHeader::initializing_with_aux(Kind::Mutex, 0);
-        header.publish();
-        RawRobustMutex {
-            header,
-            inner: loom_lock::LoomLock::new(),
-        }
-    }
-
-    /// Simulates the death of the holder (loom builds only): releases the lock so that
-    /// the next locker gets [`Acquired::OwnerDied`], as the kernel's robust-list walk
-    /// would.
-    ///
-    /// # Safety
-    ///
-    /// Behavior is undefined if:
-    /// - the calling thread does not hold the lock.
-    #[cfg(shmsync_loom)]
-    pub unsafe fn abandon(&self) {
-        self.inner.abandon();
-    }
 }
 
 /// Maps a non-zero pthread lock result. EOWNERDEAD means the lock *is* held.
-#[cfg(not(shmsync_loom))]
 #[cold]
 fn lock_result(r: i32) -> Result<Acquired, RawLockError> {
     match r {
@@ -1002,145 +641,30 @@ fn lock_result(r: i32) -> Result<Acquired, RawLockError> {
 /// How many `pause`s a contended `lock` spends watching the lock word before it sleeps
 /// (1–11 µs depending on the CPU's `pause`, 4–43 ns; about 8 µs on the reference
 /// machine, under one wake-up of an idle CPU there).
-#[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+#[cfg(target_env = "gnu")]
 const LOCK_SPIN_ROUNDS: u32 = 256;
 /// The most `pause`s between two looks at the lock word while watching it: the
 /// longest a watcher may overlook a release (about 0.5 µs on the reference machine).
-#[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+#[cfg(target_env = "gnu")]
 const LOCK_SPIN_MAX_GAP: u32 = 16;
 
 /// glibc's `__kind` for the mutex `init_pthread` makes: `PTHREAD_MUTEX_ERRORCHECK_NP`
 /// (2) | `PTHREAD_MUTEX_ROBUST_NORMAL_NP` (16) | `PTHREAD_MUTEX_PSHARED_BIT` (128).
-#[cfg(all(not(shmsync_loom), target_env = "gnu"))]
+#[cfg(target_env = "gnu")]
 const GLIBC_KIND: u32 = 2 | 16 | 128;
 /// The index of `int __kind` among the 32-bit words of glibc's `pthread_mutex_t`:
 /// after `__lock`, `__count`, `__owner` and, on 64-bit targets, `__nusers` (glibc's
 /// `__PTHREAD_MUTEX_KIND_OFFSET`, which it keeps fixed for static initializers).
-#[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "64"))]
+#[cfg(all(target_env = "gnu", target_pointer_width = "64"))]
 const KIND_WORD: usize = 4;
-#[cfg(all(not(shmsync_loom), target_env = "gnu", target_pointer_width = "32"))]
+#[cfg(all(target_env = "gnu", target_pointer_width = "32"))]
 const KIND_WORD: usize = 3;
 
 /// Stands for "kind word corrupt, glibc not called" among pthread results, which are 0
 /// or positive error numbers.
-#[cfg(not(shmsync_loom))]
 const KIND_CORRUPT: i32 = -1;
 
-/// glibc's robust-mutex lock word bits (see `linux/futex.h`).
-const FUTEX_WAITERS: u32 = 0x8000_0000;
-const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
-const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
-/// glibc's `__owner` while a successor repairs (`PTHREAD_MUTEX_INCONSISTENT`, INT_MAX).
-const OWNER_INCONSISTENT: u32 = i32::MAX as u32;
-/// glibc's `__owner` of a dead mutex (`PTHREAD_MUTEX_NOTRECOVERABLE`, INT_MAX - 1).
-const OWNER_NOTRECOVERABLE: u32 = i32::MAX as u32 - 1;
-
-/// Decodes glibc's `__lock` and `__owner` words of a robust mutex.
-pub(crate) fn decode_glibc_state(lock: u32, owner: u32) -> MutexState {
-    let tid = lock & FUTEX_TID_MASK;
-    if tid == 0 {
-        return if owner == OWNER_NOTRECOVERABLE {
-            MutexState::NotRecoverable
-        } else if lock & FUTEX_OWNER_DIED != 0 {
-            MutexState::OwnerDied
-        } else {
-            MutexState::Free
-        };
-    }
-    MutexState::Locked {
-        owner_tid: tid,
-        owner_pid: process::thread_group_of(tid),
-        owner: process::thread_liveness(tid),
-        waiters: lock & FUTEX_WAITERS != 0,
-        inconsistent: owner == OWNER_INCONSISTENT,
-    }
-}
-
-impl fmt::Debug for RawRobustMutex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawRobustMutex")
-            .field("state", &self.state())
-            .finish_non_exhaustive()
-    }
-}
-
-/// The loom stand-in for the pthread mutex: a three-state futex lock (free, locked,
-/// locked with waiters) plus an owner-died flag set by `abandon`.
-#[cfg(shmsync_loom)]
-mod loom_lock {
-    use super::{Acquired, RawLockError};
-    use crate::futex::{Deadline, WaitOutcome};
-    use crate::sync::{futex_impl as futex, AtomicU32, Ordering};
-
-    const FREE: u32 = 0;
-    const LOCKED: u32 = 1;
-    const CONTENDED: u32 = 2;
-
-    pub(super) struct LoomLock {
-        state: AtomicU32,
-        owner_died: AtomicU32,
-    }
-
-    impl LoomLock {
-        pub(super) fn new() -> Self {
-            LoomLock {
-                state: AtomicU32::new(FREE),
-                owner_died: AtomicU32::new(0),
-            }
-        }
-
-        fn acquired(&self) -> Acquired {
-            // Relaxed: written before the Release unlock in `abandon`, read after our
-            // Acquire acquisition of `state`.
-            if self.owner_died.swap(0, Ordering::Relaxed) == 1 {
-                Acquired::OwnerDied
-            } else {
-                Acquired::Clean
-            }
-        }
-
-        pub(super) fn try_lock(&self) -> Result<Acquired, RawLockError> {
-            // Acquire: pairs with the Release swap in `unlock`.
-            match self
-                .state
-                .compare_exchange(FREE, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => Ok(self.acquired()),
-                Err(_) => Err(RawLockError::WouldBlock),
-            }
-        }
-
-        pub(super) fn lock(&self, deadline: Option<Deadline>) -> Result<Acquired, RawLockError> {
-            if let Ok(acquired) = self.try_lock() {
-                return Ok(acquired);
-            }
-            loop {
-                // Acquire: pairs with the Release swap in `unlock`.
-                if self.state.swap(CONTENDED, Ordering::Acquire) == FREE {
-                    return Ok(self.acquired());
-                }
-                if futex::wait(&self.state, CONTENDED, deadline) == WaitOutcome::TimedOut {
-                    return Err(RawLockError::TimedOut);
-                }
-            }
-        }
-
-        pub(super) fn unlock(&self) {
-            // Release: pairs with the Acquire in `try_lock`/`lock`.
-            if self.state.swap(FREE, Ordering::Release) == CONTENDED {
-                futex::wake(&self.state, 1);
-            }
-        }
-
-        pub(super) fn abandon(&self) {
-            // Relaxed: published by the Release in `unlock`.
-            self.owner_died.store(1, Ordering::Relaxed);
-            self.unlock();
-        }
-    }
-}
-
-#[cfg(all(test, not(shmsync_loom), target_env = "gnu"))]
+#[cfg(all(test, target_env = "gnu"))]
 mod tests {
     use super::*;
 
@@ -1207,7 +731,6 @@ mod tests {
 
 // SAFETY: `init_at` places a full RawRobustMutex with a Kind::Mutex header; `attach`
 // validates header, format and pid namespace; the type holds no pointers.
-#[cfg(not(shmsync_loom))]
 unsafe impl crate::Shared for RawRobustMutex {
     const KIND: crate::Kind = crate::Kind::Mutex;
     const IDENTITY: crate::TypeIdentity =

@@ -41,8 +41,6 @@
 //! write, which are a valid `T` because `T: AnyBitPattern`. `read_volatile` is never used.
 
 use core::fmt;
-#[cfg(shmsync_loom)]
-use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use std::time::{Duration, Instant};
 
@@ -56,9 +54,18 @@ use crate::futex::Deadline;
 use crate::header::check_placement;
 use crate::header::{Kind, ObjectHeader};
 use crate::raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
+use crate::sync::{fence, AtomicU64, Ordering};
+
+// The copies' storage and the routines that reach them, chosen once: inline words in
+// every real build, loom atomics under `--cfg shmsync_loom`.
+#[cfg(shmsync_loom)]
+mod loom;
 #[cfg(not(shmsync_loom))]
-use crate::sync::UnsafeCell;
-use crate::sync::{atomic_load_words, atomic_store_words, fence, AtomicU64, Ordering};
+mod real;
+#[cfg(shmsync_loom)]
+use loom as imp;
+#[cfg(not(shmsync_loom))]
+use real as imp;
 
 /// `T`'s bytes capped at 8-byte alignment (`packed(8)`), so a copy never needs more than
 /// word alignment.
@@ -339,12 +346,7 @@ pub struct SeqLock<T> {
     gap: Gap,
     /// `2 · version + (1 if a write is in progress)`.
     seq: AtomicU64,
-    #[cfg(not(shmsync_loom))]
-    copies: UnsafeCell<[Slot<T>; 2]>,
-    #[cfg(shmsync_loom)]
-    copies: [Box<[AtomicU64]>; 2],
-    #[cfg(shmsync_loom)]
-    _t: PhantomData<T>,
+    copies: imp::Copies<T>,
 }
 
 /// 64 unused bytes between the writer lock and the words readers load (`seq`, the
@@ -432,54 +434,6 @@ impl Drop for WriterGuard<'_> {
 }
 
 impl<T: AnyBitPattern> SeqLock<T> {
-    /// Validates the seqlock another process placed at `ptr` with
-    /// [`init_at`](Self::init_at).
-    ///
-    /// Fails with [`Error::Uninitialized`] on zeroed memory, [`Error::BadMagic`],
-    /// [`Error::WrongKind`] or [`Error::FormatMismatch`] on foreign memory (including a
-    /// seqlock created for a `T` of another size: field `"seqlock payload size"`), any
-    /// error of [`RawRobustMutex::attach`] for its writer lock, and
-    /// [`Error::Misaligned`] for a null or misaligned `ptr`. A seqlock created for
-    /// another `T` *of the same size* cannot be told apart: its bytes are then read as
-    /// this `T` (a logic error, not UB, since any bytes are a valid `T`).
-    ///
-    /// # Safety
-    ///
-    /// Behavior is undefined if:
-    /// - `ptr` is not valid for reads and writes of `size_of::<SeqLock<T>>()` bytes for
-    ///   all of `'a`, in shared memory that stays mapped (and is not remapped elsewhere
-    ///   in this process) for `'a`;
-    /// - the bytes at `ptr` are being initialized by `init_at` concurrently (a header in
-    ///   state READY is what makes attach safe; a `Region` guarantees this).
-    #[cfg(not(shmsync_loom))]
-    pub unsafe fn attach<'a>(ptr: *const SeqLock<T>) -> Result<&'a SeqLock<T>> {
-        check_placement(ptr)?;
-        // SAFETY: aligned (checked), valid and mapped for 'a (caller's promise); the
-        // header and counter are atomics and the copies are only accessed atomically,
-        // so a shared reference to memory other processes use is race-free.
-        let this = unsafe { &*ptr };
-        this.header.validate(Kind::SeqLock)?;
-        this.check_payload_size()?;
-        // SAFETY: the writer lock lies inside the validated object, which the caller
-        // promised stays mapped for 'a.
-        unsafe { RawRobustMutex::attach(&this.writer) }?;
-        Ok(this)
-    }
-
-    #[cfg(not(shmsync_loom))]
-    fn check_payload_size(&self) -> Result<()> {
-        let found = self.header.aux();
-        let expected = payload_size_tag::<T>();
-        if found != expected {
-            return Err(Error::FormatMismatch {
-                field: "seqlock payload size",
-                expected: expected.into(),
-                found: found.into(),
-            });
-        }
-        Ok(())
-    }
-
     /// Reads the current value. Never blocks on a writer and never waits for a dead
     /// one: it retries only when writers completed a write *and began another* while
     /// it was copying, which only live writers writing faster than the reader copies
@@ -604,40 +558,6 @@ impl<T: AnyBitPattern> SeqLock<T> {
     pub fn writer_lock(&self) -> &RawRobustMutex {
         &self.writer
     }
-
-    /// Copies copy `version & 1` into `buf` with relaxed atomic word loads.
-    #[cfg(not(shmsync_loom))]
-    #[inline]
-    fn load_copy(&self, version: u64, buf: &mut MaybeUninit<Slot<T>>) {
-        let src = self.copy_ptr(version);
-        // SAFETY: `src` is one whole, 8-aligned copy inside this object, which every
-        // process accesses only with atomic word loads and stores; `buf` is a private,
-        // 8-aligned slot of the same number of words.
-        unsafe { atomic_load_words(src, buf.as_mut_ptr().cast::<u64>(), Slot::<T>::WORDS) };
-    }
-
-    #[cfg(shmsync_loom)]
-    #[inline]
-    fn load_copy(&self, version: u64, buf: &mut MaybeUninit<Slot<T>>) {
-        // SAFETY: `buf` is a private, 8-aligned slot of `Slot::<T>::WORDS` words, the
-        // length of every copy.
-        unsafe {
-            atomic_load_words(
-                &self.copies[(version & 1) as usize],
-                buf.as_mut_ptr().cast(),
-            )
-        };
-    }
-
-    /// The first word of copy `version & 1`.
-    #[cfg(not(shmsync_loom))]
-    #[inline]
-    fn copy_ptr(&self, version: u64) -> *mut u64 {
-        let index = (version & 1) as usize;
-        // `wrapping_add` stays inside the two-element array (index is 0 or 1).
-        self.copies
-            .with_mut(|copies| copies.cast::<Slot<T>>().wrapping_add(index).cast::<u64>())
-    }
 }
 
 /// Between read attempts: spin briefly, then yield (writers are lapping this reader;
@@ -659,92 +579,6 @@ fn payload_size_tag<T>() -> u32 {
 }
 
 impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
-    /// Places a new seqlock holding `value` at `ptr` and returns a reference to it.
-    ///
-    /// # Safety
-    ///
-    /// Behavior is undefined if:
-    /// - `ptr` is not valid for reads and writes of `size_of::<SeqLock<T>>()` bytes for
-    ///   all of `'a`, in memory that stays mapped (and is not remapped elsewhere in this
-    ///   process) for `'a`;
-    /// - any other thread or process accesses those bytes while `init_at` runs, or any
-    ///   process still uses an earlier object there.
-    ///
-    /// A null or misaligned `ptr` is reported as [`Error::Misaligned`] and a payload of
-    /// 4 GiB or more as [`Error::InvalidArgument`], not UB.
-    #[cfg(not(shmsync_loom))]
-    pub unsafe fn init_at<'a>(ptr: *mut SeqLock<T>, value: T) -> Result<&'a SeqLock<T>> {
-        check_placement(ptr)?;
-        if u32::try_from(core::mem::size_of::<T>()).is_err() {
-            return Err(Error::InvalidArgument(
-                "seqlock payloads must be smaller than 4 GiB",
-            ));
-        }
-        // SAFETY: `ptr` is aligned (checked) and valid for writes, and nobody else
-        // accesses it (caller's promise); the header and counter are written whole.
-        unsafe {
-            core::ptr::addr_of_mut!((*ptr).header).write(ObjectHeader::initializing_with_aux(
-                Kind::SeqLock,
-                payload_size_tag::<T>(),
-            ));
-            core::ptr::addr_of_mut!((*ptr).gap).write(Gap([0; 8]));
-            core::ptr::addr_of_mut!((*ptr).seq).write(AtomicU64::new(0));
-        }
-        // SAFETY: the writer lock's bytes lie inside the object, valid, aligned (the
-        // object is 8-aligned and the field's offset is a multiple of 8) and exclusive.
-        unsafe { RawRobustMutex::init_at(core::ptr::addr_of_mut!((*ptr).writer)) }?;
-        // SAFETY: every field is now initialized or (the copies) only ever accessed
-        // through raw pointers with atomic word operations.
-        let this = unsafe { &*ptr };
-        let slot = Slot::from_value(value);
-        for version in 0..2 {
-            this.store_copy(version, &slot, Slot::<T>::WORDS);
-        }
-        this.header.publish();
-        Ok(this)
-    }
-
-    /// A seqlock holding `value`, by value, to be moved into shared memory as a field
-    /// of a larger `#[repr(C)]` value (the contract is under
-    /// [`RobustMutex::new`](crate::RobustMutex::new)). Moving is sound until it is
-    /// first written (its writer lock then links itself by address while held).
-    ///
-    /// # Errors
-    ///
-    /// Those of [`init_at`](Self::init_at), except misplacement.
-    #[cfg(not(shmsync_loom))]
-    pub fn new(value: T) -> Result<SeqLock<T>> {
-        // SAFETY: `init_at` initializes the whole object when it returns Ok, on storage
-        // no other thread or process can reach; its never-locked writer lock holds no
-        // address.
-        unsafe { crate::header::init_by_value(|p| Self::init_at(p, value).map(drop)) }
-    }
-
-    /// A model-checking constructor (loom builds only).
-    #[cfg(shmsync_loom)]
-    pub fn new(value: T) -> SeqLock<T> {
-        let header = ObjectHeader::initializing_with_aux(Kind::SeqLock, payload_size_tag::<T>());
-        header.publish();
-        let copy = || {
-            (0..Slot::<T>::WORDS)
-                .map(|_| AtomicU64::new(0))
-                .collect::<Box<[_]>>()
-        };
-        let this = SeqLock {
-            header,
-            writer: RawRobustMutex::new(),
-            gap: Gap([0; 8]),
-            seq: AtomicU64::new(0),
-            copies: [copy(), copy()],
-            _t: PhantomData,
-        };
-        let slot = Slot::from_value(value);
-        for version in 0..2 {
-            this.store_copy(version, &slot, Slot::<T>::WORDS);
-        }
-        this
-    }
-
     /// Updates the value in place: `f` gets a private copy of the current value, and
     /// what it leaves there is published as the next version when it returns. Blocks
     /// while another writer (in any process) writes; readers are never blocked.
@@ -870,11 +704,7 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         self.publish_begin(c);
         let slot = Slot::from_value(value);
         self.store_copy((c >> 1) + 1, &slot, words.min(Slot::<T>::WORDS));
-        #[cfg(shmsync_loom)]
-        {
-            // SAFETY: held by this thread (locked above).
-            unsafe { self.writer.abandon() };
-        }
+        self.end_partial_write();
         Ok(())
     }
 
@@ -935,32 +765,6 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         // Release fence: pairs with the reader's `fence(Acquire)` after its copy: a
         // reader that loads any word stored below also sees `seq` odd (or later).
         fence(Ordering::Release);
-    }
-
-    /// Stores the first `words` words of `slot` into copy `version & 1`.
-    #[cfg(not(shmsync_loom))]
-    #[inline]
-    fn store_copy(&self, version: u64, slot: &MaybeUninit<Slot<T>>, words: usize) {
-        debug_assert!(words <= Slot::<T>::WORDS);
-        // SAFETY: the destination is one whole, 8-aligned copy inside this object,
-        // accessed by every process only with atomic word operations, and only by the
-        // writer-lock holder (us) for stores; `slot` is a private, 8-aligned, fully
-        // initialized slot (`from_value` zero-fills the tail) of at least `words` words.
-        unsafe { atomic_store_words(self.copy_ptr(version), slot.as_ptr().cast::<u64>(), words) };
-    }
-
-    #[cfg(shmsync_loom)]
-    #[inline]
-    fn store_copy(&self, version: u64, slot: &MaybeUninit<Slot<T>>, words: usize) {
-        // SAFETY: `slot` is a private, 8-aligned, fully initialized slot of
-        // `Slot::<T>::WORDS >= words` words.
-        unsafe {
-            atomic_store_words(
-                &self.copies[(version & 1) as usize],
-                slot.as_ptr().cast(),
-                words,
-            )
-        };
     }
 }
 
@@ -1052,8 +856,7 @@ impl SeqLockView {
         // A writer whose death the kernel never marked (see
         // `RawRobustMutex::release_dead_owner`, which releases only a proven-dead
         // owner thread) would make the lock below time out.
-        #[cfg(target_env = "gnu")]
-        let _ = self.writer.release_dead_owner();
+        let _ = self.writer.release_dead_owner_if_known();
         let acquired = self.writer.lock_deadline(deadline)?;
         // Acquire: pairs with the Release stores of the counter by earlier writers
         // (including the dead one's odd store), so our store below publishes nothing
