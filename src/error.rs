@@ -3,7 +3,7 @@
 use std::fmt;
 use std::io;
 
-use crate::header::Kind;
+use crate::kind::Kind;
 
 /// Everything that can go wrong creating, opening or attaching to a shared object, and
 /// what the primitives' own errors become when propagated with `?`.

@@ -225,11 +225,6 @@ pub fn wake_all(word: &AtomicU32) -> u32 {
     wake(word, i32::MAX as u32)
 }
 
-/// Under `--cfg shmsync_loom`, `wait` and `wake` are the model (a per-address wait
-/// queue in which an unwoken waiter blocks forever), on loom's `AtomicU32`.
-#[cfg(shmsync_loom)]
-pub use crate::sync::loom_futex::{wait, wake};
-
 #[cfg(not(shmsync_loom))]
 pub(crate) fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)

@@ -17,7 +17,7 @@ pub use crate::region::EntryInfo;
 pub use crate::seqlock::SeqLockView;
 
 use crate::error::Result;
-use crate::header::Kind;
+use crate::kind::Kind;
 use crate::process::Liveness;
 use crate::raw_mutex::{MutexState, RawRobustMutex};
 use crate::region::Region;

@@ -64,7 +64,8 @@ use crate::error::{Error, Result};
 use crate::futex::{Deadline, WaitOutcome};
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
-use crate::header::{Kind, ObjectHeader};
+use crate::header::ObjectHeader;
+use crate::kind::Kind;
 use crate::process::{self, Liveness, ProcessIdentity};
 use crate::raw_mutex::{Acquired, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]

@@ -100,6 +100,7 @@ mod futex;
 mod header;
 #[cfg(not(shmsync_loom))]
 pub mod inspect;
+mod kind;
 mod leased;
 mod mutex;
 #[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
@@ -125,7 +126,7 @@ pub use bytemuck;
 
 pub use condvar::{Condvar, WaitTimeoutResult};
 pub use error::{Error, Result};
-pub use header::Kind;
+pub use kind::Kind;
 pub use leased::{
     LeaseInfo, LeasedSemaphore, Permit, Reclaimed, ReleaseError, DEFAULT_SLOTS, RELEASE_WAIT,
 };

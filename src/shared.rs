@@ -64,7 +64,7 @@
 //! ```
 
 use crate::error::Result;
-use crate::header::Kind;
+use crate::kind::Kind;
 
 /// What a region's table records about an object's type: a hash of its whole identity,
 /// and — for the messages that name both sides of a mismatch — the hash of the value

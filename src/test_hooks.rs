@@ -22,7 +22,7 @@
 
 #[cfg(not(shmsync_loom))]
 pub use crate::futex::wake_all;
-pub use crate::futex::{wait, wake, Deadline, WaitOutcome};
+pub use crate::futex::{Deadline, WaitOutcome};
 pub use crate::header::{ObjectHeader, STATE_READY};
 pub use crate::process::{
     current_pid, current_pid_namespace, current_tid, packed_liveness, thread_group_of,
@@ -30,3 +30,5 @@ pub use crate::process::{
 };
 #[cfg(not(shmsync_loom))]
 pub use crate::region::{data_start_for, FAILPOINT_ENV, FAILPOINT_MARKER_ENV};
+/// The shared futex (under `--cfg shmsync_loom`, the loom model of it).
+pub use crate::sync::futex_impl::{wait, wake};

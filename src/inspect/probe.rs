@@ -15,7 +15,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::header::{Kind, ObjectHeader, MAGIC, STATE_READY};
+use crate::header::{ObjectHeader, MAGIC, STATE_READY};
+use crate::kind::Kind;
 use crate::process::{self, Liveness, ProcessIdentity};
 use crate::region::Location;
 

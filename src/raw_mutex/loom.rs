@@ -4,7 +4,8 @@
 
 use super::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 use crate::futex::{Deadline, WaitOutcome};
-use crate::header::{Kind, ObjectHeader};
+use crate::header::ObjectHeader;
+use crate::kind::Kind;
 use crate::sync::{futex_impl as futex, AtomicU32, Ordering};
 
 /// The mutex word(s): the loom lock.

@@ -7,7 +7,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::futex::Deadline;
-use crate::header::{check_placement, Kind, ObjectHeader};
+use crate::header::{check_placement, ObjectHeader};
+use crate::kind::Kind;
 use crate::process::{self, Liveness};
 use crate::sync::UnsafeCell;
 

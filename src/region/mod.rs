@@ -41,7 +41,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::futex::Deadline;
-use crate::header::{Kind, ObjectHeader, STATE_READY};
+use crate::header::{ObjectHeader, STATE_READY};
+use crate::kind::Kind;
 use crate::process::{self, ProcessIdentity};
 use crate::segment::{OpenSpec, OwnerCheck, Segment};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};

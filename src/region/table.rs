@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::futex::Deadline;
-use crate::header::Kind;
+use crate::kind::Kind;
 use crate::shared::{Shared, TypeIdentity};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 

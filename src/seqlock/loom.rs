@@ -7,7 +7,8 @@ use core::mem::MaybeUninit;
 use bytemuck::{AnyBitPattern, NoUninit};
 
 use super::{payload_size_tag, Gap, SeqLock, Slot};
-use crate::header::{Kind, ObjectHeader};
+use crate::header::ObjectHeader;
+use crate::kind::Kind;
 use crate::raw_mutex::RawRobustMutex;
 use crate::sync::{atomic_load_words, atomic_store_words, AtomicU64};
 

@@ -52,7 +52,8 @@ use crate::error::Result;
 use crate::futex::Deadline;
 #[cfg(not(shmsync_loom))]
 use crate::header::check_placement;
-use crate::header::{Kind, ObjectHeader};
+use crate::header::ObjectHeader;
+use crate::kind::Kind;
 use crate::raw_mutex::{Acquired, MutexState, RawLockError, RawRobustMutex};
 use crate::sync::{fence, AtomicU64, Ordering};
 

@@ -7,7 +7,8 @@ use bytemuck::{AnyBitPattern, NoUninit};
 
 use super::{payload_size_tag, Gap, SeqLock, Slot};
 use crate::error::{Error, Result};
-use crate::header::{check_placement, Kind, ObjectHeader};
+use crate::header::{check_placement, ObjectHeader};
+use crate::kind::Kind;
 use crate::raw_mutex::RawRobustMutex;
 use crate::sync::{atomic_load_words, atomic_store_words, AtomicU64, UnsafeCell};
 
