@@ -20,10 +20,12 @@
 #![allow(clippy::disallowed_types)]
 mod common;
 
+use common::Rng;
+
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shmsync::{
@@ -67,31 +69,6 @@ fn env_u64(name: &str) -> Option<u64> {
         None => v.parse(),
     };
     Some(parsed.unwrap_or_else(|_| panic!("{name}={v:?} is not a number")))
-}
-
-/// splitmix64: small, fast, good enough to pick victims and delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn index(&mut self, len: usize) -> usize {
-        self.below(len as u64) as usize
-    }
-
-    fn micros(&mut self, max: u64) -> Duration {
-        Duration::from_micros(self.below(max + 1))
-    }
 }
 
 /// One scenario's run: its seed, how long it runs, and the round in progress.
@@ -196,15 +173,32 @@ impl Plan {
     }
 
     /// Arms the per-round watchdog.
-    fn watchdog(&self, loc: &Location) -> RoundWatchdog {
-        RoundWatchdog::arm(
-            ROUND_BOUND,
-            format!(
-                "chaos {} round {} (seed {:#x}; replay with SHMSYNC_CHAOS_SEED={:#x})",
-                self.scenario, self.round, self.seed, self.seed
-            ),
-            loc.clone(),
-        )
+    /// Aborts the test process if the round still runs after its bound, after printing
+    /// the region's state (read through a fresh mapping) and removing the region's name.
+    /// The children die with the test (PDEATHSIG).
+    fn watchdog(&self, loc: &Location) -> common::Watchdog {
+        let what = format!(
+            "chaos {} round {} (seed {:#x}; replay with SHMSYNC_CHAOS_SEED={:#x})",
+            self.scenario, self.round, self.seed, self.seed
+        );
+        let (timeout, loc) = (ROUND_BOUND, loc.clone());
+        common::Watchdog::with_report(timeout, move || {
+            eprintln!("watchdog: {what} still running after {timeout:?}: hang");
+            let opts = RegionOptions {
+                initialize: false,
+                wait: Duration::from_millis(100),
+                ..RegionOptions::default()
+            };
+            match Region::open_with(&loc, opts) {
+                Ok(r) => {
+                    eprintln!("{}", report(&r));
+                    // Never unmapped: the watchdog aborts next.
+                    std::mem::forget(r);
+                }
+                Err(e) => eprintln!("(cannot open {loc} to inspect it: {e})"),
+            }
+            let _ = loc.remove();
+        })
     }
 
     fn elapsed(&self) -> f64 {
@@ -243,44 +237,6 @@ fn report(region: &Region) -> String {
             s
         }
         Err(e) => format!("inspect failed: {e}\n"),
-    }
-}
-
-/// Aborts the test process if a round still runs after its bound, after printing the
-/// region's state (read through a fresh mapping) and removing the region's name. The
-/// children die with the test (PDEATHSIG).
-struct RoundWatchdog(Option<mpsc::Sender<()>>);
-
-impl RoundWatchdog {
-    fn arm(timeout: Duration, what: String, loc: Location) -> RoundWatchdog {
-        let (tx, rx) = mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
-                eprintln!("watchdog: {what} still running after {timeout:?}: hang");
-                let opts = RegionOptions {
-                    initialize: false,
-                    wait: Duration::from_millis(100),
-                    ..RegionOptions::default()
-                };
-                match Region::open_with(&loc, opts) {
-                    Ok(r) => {
-                        eprintln!("{}", report(&r));
-                        // Never unmapped: we abort next.
-                        std::mem::forget(r);
-                    }
-                    Err(e) => eprintln!("(cannot open {loc} to inspect it: {e})"),
-                }
-                let _ = loc.remove();
-                std::process::abort();
-            }
-        });
-        RoundWatchdog(Some(tx))
-    }
-}
-
-impl Drop for RoundWatchdog {
-    fn drop(&mut self) {
-        drop(self.0.take());
     }
 }
 
@@ -1335,12 +1291,6 @@ fn permit_worker(args: &[String]) {
     });
 }
 
-/// `/proc/<pid>/stat`'s state letter.
-fn proc_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
-}
-
 struct PermitFigures {
     kills: u64,
     reclaimed: u64,
@@ -1419,7 +1369,7 @@ fn permit_scenario(plan: &mut Plan, storm: Option<&Storm>) -> PermitFigures {
             plan.wait_for(Some(&region), CHECK_BOUND, "workers to stop", || {
                 // Stopped ('T'), or dead on its own ('Z': reported when it is killed).
                 live.iter()
-                    .all(|&p| matches!(proc_state(p), Some('T' | 'Z') | None))
+                    .all(|&p| matches!(common::proc_state(p), Some('T' | 'Z') | None))
             });
             if !matches!(
                 sem.table_lock().state(),

@@ -99,11 +99,7 @@ fn asleep_in_futex(pid: i32) -> bool {
     if wchan.is_empty() || wchan == "0" {
         // No wchan symbols on this kernel: fall back to the scheduler state (the child
         // does nothing else that sleeps once READY is set).
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        return stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('S'));
+        return common::proc_state(pid) == Some('S');
     }
     false
 }

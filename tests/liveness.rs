@@ -113,12 +113,6 @@ fn absent_pid() -> u32 {
         .expect("a free pid")
 }
 
-/// The state letter of `/proc/<pid>/stat` (`None` if gone).
-fn task_state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
 /// The owner of a locked mutex (TID and its liveness); fails the test if it is not
 /// locked.
 fn owner(mutex: &RobustMutex<u64>) -> (u32, Liveness) {
@@ -243,7 +237,7 @@ fn main_thread_exit_is_not_process_death() {
     common::wait_until(
         common::WATCHDOG,
         "the child to hold everything with its main thread exited",
-        || marker.path().exists() && task_state(pid) == Some('Z'),
+        || marker.path().exists() && common::proc_state(pid as i32) == Some('Z'),
     );
 
     // The process runs (its worker thread does); only its main thread is dead.
@@ -374,7 +368,7 @@ fn ns_checker(args: &[String]) {
     common::wait_until(
         common::WATCHDOG,
         "the decoy to exit",
-        || !matches!(task_state(decoy_pid), Some(s) if s != 'Z'),
+        || !matches!(common::proc_state(decoy_pid as i32), Some(s) if s != 'Z'),
     );
 
     // The holder runs, but this /proc cannot say so: unknown, and nothing is taken.

@@ -386,14 +386,6 @@ fn repair_after_writer_death_keeps_the_committed_value() {
     assert_eq!(verify(&lock.read()), 2);
 }
 
-/// xorshift64*: random kill delays without a dependency.
-fn next_random(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-}
-
 /// A read-modify-write writer of a 4 KiB value is SIGKILLed at random points, 20
 /// times, while three reader processes read: no reader ever waits 5 s or sees a torn
 /// or older value; after each kill the last committed value (or the one write that
@@ -408,7 +400,7 @@ fn writer_killed_at_random_points() {
     let mut readers: Vec<_> = (0..3)
         .map(|_| common::spawn("big_reader", &[name.as_str()]))
         .collect();
-    let mut rng = u64::from(std::process::id()) | 1;
+    let mut rng = common::Rng(u64::from(std::process::id()));
     let (mut torn_rounds, mut held_rounds) = (0, 0);
     for _ in 0..ROUNDS {
         let before = ctl.writes.load(Ordering::Acquire);
@@ -416,7 +408,7 @@ fn writer_killed_at_random_points() {
         common::wait_until(common::WATCHDOG, "the writer's first write", || {
             ctl.writes.load(Ordering::Acquire) > before
         });
-        std::thread::sleep(Duration::from_micros(next_random(&mut rng) % 3000));
+        std::thread::sleep(rng.micros(2999));
         writer.kill();
 
         let st = lock.state();

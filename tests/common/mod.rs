@@ -349,10 +349,18 @@ pub struct Watchdog(Option<mpsc::Sender<()>>);
 impl Watchdog {
     /// Arms a watchdog for `what`.
     pub fn new(timeout: Duration, what: &'static str) -> Watchdog {
+        Watchdog::with_report(timeout, move || {
+            eprintln!("watchdog: {what} still blocked after {timeout:?}; aborting");
+        })
+    }
+
+    /// Arms a watchdog that, on timeout, runs `report` (print what is stuck, clean up)
+    /// and then aborts.
+    pub fn with_report(timeout: Duration, report: impl FnOnce() + Send + 'static) -> Watchdog {
         let (tx, rx) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
-                eprintln!("watchdog: {what} still blocked after {timeout:?}; aborting");
+                report();
                 std::process::abort();
             }
         });
@@ -660,5 +668,10 @@ impl Rng {
     /// An index into a slice of `len` elements.
     pub fn index(&mut self, len: usize) -> usize {
         self.below(len as u64) as usize
+    }
+
+    /// A duration of `0..=max` microseconds.
+    pub fn micros(&mut self, max: u64) -> Duration {
+        Duration::from_micros(self.below(max + 1))
     }
 }
