@@ -1,4 +1,4 @@
-//! The multi-process chaos suite (issue 7): worker processes (this test binary re-executed
+//! The multi-process chaos suite: worker processes (this test binary re-executed
 //! with a role, see `common::spawn`) hammer one region while the test SIGKILLs them at
 //! random moments, then checks each primitive's invariant.
 //!

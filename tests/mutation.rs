@@ -202,7 +202,7 @@ fn mutate_mutex(rng: &mut Rng, buf: &mut [u8], kind: usize, offset: usize, size:
     let m = offset + mutexes[rng.index(mutexes.len())];
     // Header words (magic, kind, format, state, namespace tag), then glibc's __lock,
     // __count, __owner, __nusers, __kind, __spins/__elision; the kind word least often:
-    // changing it makes the harness skip locking (a known issue).
+    // changing it makes attach refuse the object, so the harness never locks it.
     let words = [0, 4, 8, 12, 16, 20, 24, 24, 24, 28, 32, 32, 36, 40, 44];
     let at = m + words[rng.index(words.len())];
     buf[at..at + 4].copy_from_slice(&word(rng).to_ne_bytes());
