@@ -1,5 +1,5 @@
 //! Uncontended, in-process costs against glibc, over memory in a shared mapping, in the
-//! same run: `cargo bench --bench uncontended`.
+//! same run: `cargo bench -p shmsync-bench --bench uncontended`.
 //!
 //! - `RobustMutex` lock+unlock vs a raw glibc robust pshared `pthread_mutex_t`;
 //! - `Semaphore` post+wait vs glibc pshared `sem_t`;
