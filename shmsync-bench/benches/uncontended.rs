@@ -1,118 +1,60 @@
-//! Uncontended, in-process costs against glibc, over memory in a shared mapping, in the
-//! same run: `cargo bench -p shmsync-bench --bench uncontended`.
+//! Uncontended, in-process costs of every implementation the harness knows (shmsync,
+//! glibc, and the peers built with `--features peers`), over memory in a shared
+//! mapping, in the same run: `cargo bench -p shmsync-bench --bench uncontended`.
 //!
-//! - `RobustMutex` lock+unlock vs a raw glibc robust pshared `pthread_mutex_t`;
-//! - `Semaphore` post+wait vs glibc pshared `sem_t`;
-//! - `SeqLock` read of a 64-byte payload vs `pthread_rwlock_t` pshared rdlock + copy +
-//!   unlock.
+//! - mutex lock + increment + unlock;
+//! - semaphore post + wait;
+//! - read and write of a 64-byte cell (SeqLock, reader-writer locks).
 //!
 //! The cross-process figures (ping-pong, contention, oversubscription) are in the
-//! `shmsync-bench` harness.
+//! `shmsync-bench` binary.
 #![allow(clippy::disallowed_types, missing_docs)]
 
 use std::hint::black_box;
-use std::mem::MaybeUninit;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use shmsync::{RobustMutex, Segment, Semaphore, SeqLock};
+use shmsync_bench::impls::{visit_all, Contender, Lock, Rw, Sem, Visit};
 
-/// A fresh zeroed shared mapping for one `T`, leaked (benchmarks are short-lived).
-fn shared<T>() -> *mut T {
-    let seg = Segment::anonymous(std::mem::size_of::<T>().max(4096)).unwrap();
-    let p = seg.as_ptr().cast();
-    std::mem::forget(seg);
-    p
-}
+struct Bench<'a>(&'a mut Criterion);
 
-fn mutex(c: &mut Criterion) {
-    let mut g = c.benchmark_group("mutex lock+unlock");
-    // SAFETY: fresh, exclusive shared mapping, leaked so it outlives the reference.
-    let ours = unsafe { RobustMutex::init_at(shared(), 0u64) }.unwrap();
-    g.bench_function("shmsync RobustMutex", |b| {
-        b.iter(|| {
-            let mut guard = ours.lock().unwrap_or_else(|_| panic!("lock"));
-            *guard += 1;
-        })
-    });
-    let m = shared::<libc::pthread_mutex_t>();
-    let mut a = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-    // SAFETY: standard attribute setup on valid storage; `m` is fresh shared memory.
-    unsafe {
-        libc::pthread_mutexattr_init(a.as_mut_ptr());
-        libc::pthread_mutexattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-        libc::pthread_mutexattr_setrobust(a.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
-        assert_eq!(libc::pthread_mutex_init(m, a.as_ptr()), 0);
+impl Visit for Bench<'_> {
+    fn lock<L: Lock>(&mut self, c: Contender<L>) {
+        let l = (c.make)().expect(c.name);
+        self.0
+            .bench_function(&format!("mutex lock+unlock/{}", c.name), |b| {
+                b.iter(|| l.bump())
+            });
     }
-    let counter = shared::<u64>();
-    g.bench_function("glibc robust pshared pthread_mutex_t", |b| {
-        b.iter(|| {
-            // SAFETY: initialized mutex; the counter is touched only under it.
-            unsafe {
-                libc::pthread_mutex_lock(m);
-                *counter += 1;
-                libc::pthread_mutex_unlock(m);
-            }
-        })
-    });
-    g.finish();
-}
-
-fn semaphore(c: &mut Criterion) {
-    let mut g = c.benchmark_group("semaphore post+wait");
-    // SAFETY: fresh, exclusive shared mapping, leaked.
-    let ours = unsafe { Semaphore::init_at(shared(), 0) }.unwrap();
-    g.bench_function("shmsync Semaphore", |b| {
-        b.iter(|| {
-            ours.post().unwrap();
-            ours.wait();
-        })
-    });
-    let s = shared::<libc::sem_t>();
-    // SAFETY: fresh shared storage; pshared.
-    assert_eq!(unsafe { libc::sem_init(s, 1, 0) }, 0);
-    g.bench_function("glibc pshared sem_t", |b| {
-        b.iter(|| {
-            // SAFETY: initialized semaphore.
-            unsafe {
-                libc::sem_post(s);
-                libc::sem_wait(s);
-            }
-        })
-    });
-    g.finish();
-}
-
-type Payload = [u64; 8];
-
-fn seqlock(c: &mut Criterion) {
-    let mut g = c.benchmark_group("read 64 bytes");
-    // SAFETY: fresh, exclusive shared mapping, leaked.
-    let ours = unsafe { SeqLock::init_at(shared(), [7u64; 8]) }.unwrap();
-    g.bench_function("shmsync SeqLock read", |b| {
-        b.iter(|| black_box(ours.read()))
-    });
-    let rw = shared::<libc::pthread_rwlock_t>();
-    let mut a = MaybeUninit::<libc::pthread_rwlockattr_t>::uninit();
-    // SAFETY: standard attribute setup on valid storage.
-    unsafe {
-        libc::pthread_rwlockattr_init(a.as_mut_ptr());
-        libc::pthread_rwlockattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-        assert_eq!(libc::pthread_rwlock_init(rw, a.as_ptr()), 0);
+    fn sem<S: Sem>(&mut self, c: Contender<S>, _gives_way: bool) {
+        let s = (c.make)().expect(c.name);
+        self.0
+            .bench_function(&format!("semaphore post+wait/{}", c.name), |b| {
+                b.iter(|| {
+                    s.post();
+                    s.wait();
+                })
+            });
     }
-    let data = shared::<Payload>();
-    g.bench_function("glibc pshared pthread_rwlock_t rdlock+copy+unlock", |b| {
-        b.iter(|| {
-            // SAFETY: initialized rwlock; the payload is read under the read lock.
-            unsafe {
-                libc::pthread_rwlock_rdlock(rw);
-                let v: Payload = std::ptr::read(data);
-                libc::pthread_rwlock_unlock(rw);
-                black_box(v)
-            }
-        })
-    });
-    g.finish();
+    fn rw<R: Rw>(&mut self, c: Contender<R>) {
+        let r = (c.make)().expect(c.name);
+        self.0
+            .bench_function(&format!("read 64 bytes/{}", c.name), |b| {
+                b.iter(|| black_box(r.read()))
+            });
+        let mut i = 0u64;
+        self.0
+            .bench_function(&format!("write 64 bytes/{}", c.name), |b| {
+                b.iter(|| {
+                    i += 1;
+                    r.write(black_box(&[i; 8]))
+                })
+            });
+    }
 }
 
-criterion_group!(benches, mutex, semaphore, seqlock);
+fn all(c: &mut Criterion) {
+    visit_all(&mut Bench(c));
+}
+
+criterion_group!(benches, all);
 criterion_main!(benches);

@@ -2,15 +2,27 @@
 
 use std::time::Instant;
 
-use shmsync::Segment;
-
 /// A fresh zeroed shared mapping of at least `len` bytes (one page or more), inherited
-/// by fork children. Leaked: the harness is a short-lived process.
+/// by fork children. Leaked: the harness is a short-lived process. Made with `mmap`
+/// directly, so that the harness depends on nothing of shmsync but the primitives.
 pub fn shared_bytes(len: usize) -> *mut u8 {
-    let seg = Segment::anonymous(len.max(4096)).expect("mmap");
-    let p = seg.as_ptr();
-    std::mem::forget(seg);
-    p
+    // SAFETY: a new anonymous mapping; no existing memory is affected.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len.max(4096),
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert!(
+        p != libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    p.cast()
 }
 
 /// A zeroed, page-aligned `T` in its own shared mapping.

@@ -19,18 +19,15 @@
 //! process is single-threaded, so `fork` is safe here.
 #![allow(clippy::disallowed_types)]
 
-mod harness;
-mod impls;
-mod peers;
-
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shmsync::{Condvar, RobustMutex};
 
-use harness::{fork, place_value, reap, reap_all, stats, time_loop};
-use impls::{Contender, Lock, Rw, Sem, Visit};
+use shmsync_bench::harness::{self, fork, place_value, reap, reap_all, stats, time_loop};
+use shmsync_bench::impls::{self, Contender, Lock, Rw, Sem, Visit};
+use shmsync_bench::peers;
 
 struct Cfg {
     reps: usize,
@@ -252,6 +249,8 @@ impl Visit for UncontendedSems<'_> {
 fn two_rmw_floor(n: u64) -> f64 {
     let w = place_value(AtomicU64::new(0));
     time_loop(n, || {
+        // The orderings a semaphore's post (release) and wait (acquire) use; the plain
+        // load is Relaxed because only this process touches the word.
         w.fetch_add(1, Ordering::SeqCst);
         let v = w.load(Ordering::Relaxed);
         let _ = w.compare_exchange(v, v - 1, Ordering::Acquire, Ordering::Relaxed);
@@ -309,6 +308,7 @@ fn pingpong<S: Sem>(a: &'static S, b: &'static S, time: Duration) -> Result<Vec<
     let t = Instant::now();
     let mut rounds = 0u64;
     loop {
+        // Relaxed: the child reads the flag after a wait that the next post releases.
         if t.elapsed() >= time {
             stop.store(1, Ordering::Relaxed);
         }
@@ -384,6 +384,7 @@ fn contended<L: Lock>(l: &'static L, procs: usize, per: u64) -> Result<Vec<f64>,
     let kids: Vec<_> = (0..procs)
         .map(|_| {
             fork(move || {
+                // Relaxed: only counts arrivals, see the parent's load.
                 ready.fetch_add(1, Ordering::Relaxed);
                 // Acquire: pairs with the parent's Release store.
                 while go.load(Ordering::Acquire) == 0 {
@@ -450,6 +451,7 @@ fn reader_writer<R: Rw>(r: &'static R, time: Duration) -> Result<Vec<f64>, Strin
             }
             n += BATCH;
         }
+        // Relaxed: published by the Release store below.
         read_ns.store(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
         // Release: pairs with the parent's Acquire load after reaping (belt and braces:
         // waitpid orders them already).
@@ -466,8 +468,10 @@ fn reader_writer<R: Rw>(r: &'static R, time: Duration) -> Result<Vec<f64>, Strin
         }
     }
     let write_s = t.elapsed().as_secs_f64();
+    // Relaxed: a stop request needs no ordering with the data.
     stop.store(1, Ordering::Relaxed);
     reap(child)?;
+    // Acquire: pairs with the child's Release store; `read_ns` was stored before it.
     let n = reads.load(Ordering::Acquire);
     let read_s = read_ns.load(Ordering::Relaxed) as f64 / 1e9;
     Ok(vec![i as f64 / write_s, n as f64 / read_s])
@@ -727,7 +731,7 @@ fn main() {
     };
     // The whole run's watchdog: a peer that deadlocks must not hang CI.
     // SAFETY: alarm has no memory preconditions.
-    unsafe { libc::alarm(if mode == "quick" { 300 } else { 3600 }) };
+    unsafe { libc::alarm(if mode == "quick" { 300 } else { 1200 }) };
 
     let mut sections = Vec::new();
 
