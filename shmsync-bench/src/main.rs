@@ -8,7 +8,13 @@
 //! cargo run --release -p shmsync-bench --features peers -- all   # with every peer
 //! cargo run --release -p shmsync-bench -- list-ops # what `op` can run
 //! cargo run --release -p shmsync-bench -- op mutex:shmsync 100000   # one operation, N times
+//! scripts/callgrind.sh [--features peers]   # instructions per uncontended operation
 //! ```
+//!
+//! The peers need `g++` and `libboost-dev` (Boost.Interprocess, built from
+//! `peers/boost.cpp` by the build script) and `libclang-dev` (iceoryx2-bb-posix's
+//! bindings); each has its own feature (`peer-boost`, `peer-raw-sync`, `peer-rustix`,
+//! `peer-iceoryx2`) and the output lists which were built, which were not and why.
 //!
 //! Each measurement runs every implementation once per repetition, in an order that
 //! rotates between repetitions (so drift in frequency or vCPU placement favours no
