@@ -949,4 +949,21 @@ fn main() {
         let bound = format!("{} {:.1}×", if t.at_most { "≤" } else { "≥" }, t.bound);
         println!("| {} | {value} | {bound} | {met} |", t.what);
     }
+
+    // A failure of shmsync, glibc or a floor (a lost increment, a torn read, a child
+    // that died) fails the run, so that CI's quick run catches it; a peer's failure is
+    // only reported in its table.
+    let own = ["shmsync", "glibc", "glibc-robust", "floor", "rmw-floor"];
+    let mut failed = false;
+    for s in &sections {
+        for e in s.entries.iter().filter(|e| own.contains(&e.id)) {
+            if let Some(why) = &e.error {
+                eprintln!("FAILED: {}: {}: {why}", s.title, e.name);
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        std::process::exit(1);
+    }
 }
