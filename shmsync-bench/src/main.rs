@@ -6,6 +6,7 @@
 //! cargo run --release -p shmsync-bench -- all      # the full tables
 //! cargo run --release -p shmsync-bench -- quick    # tiny counts: checks that it all works
 //! cargo run --release -p shmsync-bench --features peers -- all   # with every peer
+//! cargo run --release -p shmsync-bench -- all --only pingpong --reps 15   # one section
 //! cargo run --release -p shmsync-bench -- list-ops # what `op` can run
 //! cargo run --release -p shmsync-bench -- op mutex:shmsync 100000   # one operation, N times
 //! scripts/callgrind.sh [--features peers]   # instructions per uncontended operation
@@ -671,6 +672,9 @@ impl Visit for Op<'_> {
 
 // ---------------------------------------------------------------------------------
 
+const USAGE: &str = "usage: shmsync-bench [all|quick] [--reps N] [--only SECTION,...] \
+                     | list-ops | op KIND:ID N";
+
 struct Target {
     what: String,
     value: Option<f64>,
@@ -693,7 +697,7 @@ fn main() {
         "op" => {
             let (Some(which), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse().ok()))
             else {
-                eprintln!("usage: shmsync-bench op KIND:ID N (see list-ops)");
+                eprintln!("{USAGE}");
                 std::process::exit(2);
             };
             let mut op = Op {
@@ -709,7 +713,7 @@ fn main() {
         }
         _ => {}
     }
-    let cfg = match mode {
+    let mut cfg = match mode {
         "all" => Cfg {
             reps: 5,
             n_fast: 2_000_000,
@@ -731,10 +735,26 @@ fn main() {
             n_oversub: 300,
         },
         other => {
-            eprintln!("usage: shmsync-bench [all|quick|list-ops|op KIND:ID N] (got {other:?})");
+            eprintln!("{USAGE} (got {other:?})");
             std::process::exit(2);
         }
     };
+    // Options after the mode: `--reps N`, `--only KEY,KEY` (the section keys printed
+    // named in the error for an unknown one), to repeat one measurement many times.
+    let mut only: Option<Vec<String>> = None;
+    let mut rest = args.iter().skip(1);
+    while let Some(a) = rest.next() {
+        match (a.as_str(), rest.next()) {
+            ("--reps", Some(n)) if n.parse::<usize>().is_ok_and(|n| n > 0) => {
+                cfg.reps = n.parse().unwrap_or(1);
+            }
+            ("--only", Some(keys)) => only = Some(keys.split(',').map(String::from).collect()),
+            _ => {
+                eprintln!("{USAGE} (bad option {a:?})");
+                std::process::exit(2);
+            }
+        }
+    }
     // The whole run's watchdog: a peer that deadlocks must not hang CI.
     // SAFETY: alarm has no memory preconditions.
     unsafe { libc::alarm(if mode == "quick" { 300 } else { 1200 }) };
@@ -836,6 +856,14 @@ fn main() {
     impls::visit_all(&mut Oversubscribed(&mut s, cfg.n_oversub));
     sections.push(s);
 
+    if let Some(keys) = &only {
+        let known: Vec<&str> = sections.iter().map(|s| s.key.as_str()).collect();
+        if let Some(bad) = keys.iter().find(|k| !known.contains(&k.as_str())) {
+            eprintln!("no section {bad:?}; sections: {}", known.join(","));
+            std::process::exit(2);
+        }
+        sections.retain(|s| keys.contains(&s.key));
+    }
     let peers = peers::report();
     for s in &mut sections {
         s.run(cfg.reps);
@@ -934,7 +962,11 @@ fn main() {
     println!("### Targets (same run)");
     println!("| target | ratio | bound | met |");
     println!("|---|---:|---:|---|");
-    for t in &targets {
+    // With --only, the targets of the sections left out are left out too.
+    for t in targets
+        .iter()
+        .filter(|t| only.is_none() || t.value.is_some())
+    {
         let (value, met) = match t.value {
             Some(v) => (
                 format!("{v:.2}×"),
