@@ -304,9 +304,10 @@ fn pingpong<S: Sem>(a: &'static S, b: &'static S, time: Duration) -> Result<Vec<
     let stop = place_value(AtomicU32::new(0));
     let child = fork(move || loop {
         a.wait();
-        // The semaphore orders this load after the parent's store (every
-        // implementation's post/wait is at least a release/acquire pair).
-        let last = stop.load(Ordering::Relaxed) != 0;
+        // SeqCst, with the parent's SeqCst store: most implementations' post/wait
+        // pair would order the flag already, but raw_sync's BusyEvent uses Relaxed
+        // atomics, so the flag carries its own ordering.
+        let last = stop.load(Ordering::SeqCst) != 0;
         b.post();
         if last {
             break;
@@ -315,9 +316,10 @@ fn pingpong<S: Sem>(a: &'static S, b: &'static S, time: Duration) -> Result<Vec<
     let t = Instant::now();
     let mut rounds = 0u64;
     loop {
-        // Relaxed: the child reads the flag after a wait that the next post releases.
+        // SeqCst: see the child's load. Only this process writes the flag, so its own
+        // load below needs nothing stronger than Relaxed.
         if t.elapsed() >= time {
-            stop.store(1, Ordering::Relaxed);
+            stop.store(1, Ordering::SeqCst);
         }
         let last = stop.load(Ordering::Relaxed) != 0;
         for _ in 0..if last { 1 } else { BATCH } {
