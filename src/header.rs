@@ -48,6 +48,8 @@ pub enum Kind {
     Region = 5,
     /// A semaphore with a lease table.
     LeasedSemaphore = 6,
+    /// [`crate::RobustRwLock`].
+    RwLock = 7,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
             4 => Kind::SeqLock,
             5 => Kind::Region,
             6 => Kind::LeasedSemaphore,
+            7 => Kind::RwLock,
             _ => return None,
         })
     }
@@ -73,6 +76,7 @@ impl Kind {
             Kind::SeqLock => "seqlock",
             Kind::Region => "region",
             Kind::LeasedSemaphore => "leased semaphore",
+            Kind::RwLock => "rwlock",
         }
     }
 }

@@ -99,6 +99,7 @@ pub mod process;
 pub mod raw_mutex;
 #[cfg(not(shmsync_loom))]
 pub mod region;
+pub mod rwlock;
 pub mod segment;
 pub mod semaphore;
 pub mod seqlock;
@@ -115,6 +116,10 @@ pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]
 pub use region::{Location, Region, Shared};
+pub use rwlock::{
+    OwnerDiedWriteGuard, RawRobustRwLock, ReadGuard, ReaderInfo, RobustRwLock, RwLockError,
+    WriteError, WriteGuard,
+};
 pub use segment::Segment;
 pub use semaphore::{SemError, Semaphore};
 pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};

@@ -242,6 +242,26 @@ unsafe impl<T: bytemuck::AnyBitPattern + bytemuck::NoUninit + Send> Shared for c
     }
 }
 
+// SAFETY: `init_at` places the header (Kind::RwLock, slot count), state words, writer
+// mutex, empty slot table and the value; `attach` validates header, slot count and
+// writer mutex; T is AnyBitPattern (no pointers owed, any bytes valid).
+unsafe impl<T: bytemuck::AnyBitPattern + Send + Sync, const SLOTS: usize> Shared
+    for crate::RobustRwLock<T, SLOTS>
+{
+    const KIND: Kind = Kind::RwLock;
+    type Init = T;
+
+    unsafe fn init_at<'a>(ptr: *mut Self, value: T) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::RobustRwLock::init_at(ptr, value) }
+    }
+
+    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+        // SAFETY: forwarded contract.
+        unsafe { crate::RobustRwLock::attach(ptr) }
+    }
+}
+
 /// A stable hash of a type's name, size and alignment (FNV-1a), recorded in the table
 /// so `get::<WrongType>` is an error. Type names come from `core::any::type_name`, which
 /// is the same for the same crate versions and compiler; processes built from different
