@@ -11,6 +11,8 @@ use core::fmt;
 use std::time::Duration;
 
 pub mod probe;
+mod rwlock;
+pub use rwlock::RWLOCK_SLOT_COUNTS;
 
 use crate::error::Result;
 use crate::futex::Deadline;
@@ -574,6 +576,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                 facts,
             )
         }
+        Kind::RwLock => rwlock::inspect(region, &e)?,
         other => (format!("{other} (no inspector)"), false, Vec::new()),
     };
     Ok(ObjectReport {
@@ -779,6 +782,7 @@ fn recover_object(
                 Err(err) => o.step(Outcome::Unreachable, format!("could not repair: {err}")),
             }
         }
+        Kind::RwLock => rwlock::recover(region, e, opts, o)?,
         _ => {}
     }
     Ok(())

@@ -395,7 +395,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     /// - `ptr` is not valid for reads and writes of `size_of::<Self>()` bytes for `'a`;
     /// - the object is being initialized concurrently.
     #[cfg(not(shmsync_loom))]
-    unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
+    pub(crate) unsafe fn attach<'a>(ptr: *const Self) -> Result<&'a Self> {
         #[allow(clippy::let_unit_value)]
         let () = Self::SLOTS_OK;
         check_placement(ptr)?;
@@ -431,6 +431,12 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     /// The header (for tools that inspect shared objects).
     pub fn header(&self) -> &ObjectHeader {
         &self.header
+    }
+
+    /// The writer mutex (for the tool's reading and recovery).
+    #[cfg(not(shmsync_loom))]
+    pub(crate) fn writer_mutex(&self) -> &RawRobustMutex {
+        &self.writer
     }
 
     /// The writer mutex's state, read without taking it.
@@ -477,18 +483,17 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     }
 
     /// [`reclaim_dead`](Self::reclaim_dead) with a model's notion of death (loom builds
-    /// only): `dead(tid)` says whether a holder is dead.
+    /// only): `dead(slot)` says whether the holder of a slot is dead.
     #[cfg(shmsync_loom)]
-    pub fn reclaim_dead_with(&self, dead: impl Fn(u32) -> bool) -> usize {
+    pub fn reclaim_dead_with(&self, dead: impl Fn(usize) -> bool) -> usize {
         (0..SLOTS)
             .filter(|&i| {
-                self.reclaim_if(i, |w, _| {
-                    if dead(w as u32) {
-                        Liveness::Dead
-                    } else {
-                        Liveness::Alive
-                    }
-                })
+                let verdict = if dead(i) {
+                    Liveness::Dead
+                } else {
+                    Liveness::Alive
+                };
+                self.reclaim_if(i, |_, _| verdict)
             })
             .count()
     }
@@ -824,10 +829,17 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         deadline: Option<Deadline>,
         block: bool,
     ) -> core::result::Result<(), RwLockError> {
+        let mut waited = false;
         for i in 0..SLOTS {
             if self.slots[i].word() & TID_MASK != 0 {
                 self.drain_slot(i, me, deadline, block)?;
+                waited = true;
             }
+        }
+        if waited {
+            // Relaxed: only spares leaving readers a futile wake-up; a reader that still
+            // sees the bit bumps the drain word for nobody.
+            self.state.fetch_and(!DRAIN_WAITING, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -1346,6 +1358,18 @@ impl<'a, T: AnyBitPattern, const SLOTS: usize> WriteGuard<'a, T, SLOTS> {
             tid: me().tid,
             _not_send: PhantomData,
         }
+    }
+}
+
+#[cfg(shmsync_loom)]
+impl<T: AnyBitPattern, const SLOTS: usize> WriteGuard<'_, T, SLOTS> {
+    /// Simulates the death of the writer (loom builds only): the write lock is left as
+    /// a killed writer leaves it, the mutex owner-died and `WRITER` still set.
+    pub fn abandon(this: Self) {
+        let lock = this.lock;
+        core::mem::forget(this);
+        // SAFETY: the guard proved that this thread holds the writer mutex.
+        unsafe { lock.raw.writer.abandon() };
     }
 }
 

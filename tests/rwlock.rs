@@ -9,6 +9,8 @@
 mod common;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+
+use shmsync::region::Location;
 use std::time::{Duration, Instant};
 
 use shmsync::{
@@ -77,6 +79,8 @@ fn child_role() {
         ("reader_wait", reader_wait),
         ("worker", worker),
         ("count_readers", count_readers),
+        ("region_reader", region_reader),
+        ("region_writer", region_writer),
     ]);
 }
 
@@ -587,4 +591,129 @@ fn many_threads_no_torn_read() {
         }
     });
     assert_eq!(whole(&lock.read().unwrap()), writes.load(SeqCst));
+}
+
+/// Role: opens the region named by args[0], takes a read lock on "table", counts
+/// itself in the region's "ready" lock's data, and waits to be killed.
+fn region_reader(args: &[String]) {
+    let region = Region::open(&Location::parse(&args[0]).unwrap()).unwrap();
+    let lock = region.get::<RobustRwLock<u64>>("table").unwrap();
+    std::mem::forget(lock.read().unwrap());
+    *region
+        .get::<RobustRwLock<u64>>("ready")
+        .unwrap()
+        .write()
+        .unwrap() += 1;
+    pause_forever();
+}
+
+/// Role: takes the write lock on "table" of the region args[0], counts itself in
+/// "ready", and waits to be killed.
+fn region_writer(args: &[String]) {
+    let region = Region::open(&Location::parse(&args[0]).unwrap()).unwrap();
+    let lock = region.get::<RobustRwLock<u64>>("table").unwrap();
+    std::mem::forget(lock.write().unwrap());
+    *region
+        .get::<RobustRwLock<u64>>("ready")
+        .unwrap()
+        .write()
+        .unwrap() += 1;
+    pause_forever();
+}
+
+fn region_ready(region: &Region) -> u64 {
+    *region
+        .get::<RobustRwLock<u64>>("ready")
+        .unwrap()
+        .read()
+        .unwrap()
+}
+
+/// A region at `name` with the "table" lock the roles use and their "ready" counter.
+fn region_with_table(name: &common::ShmName) -> Region {
+    let region = Region::create(&Location::parse(name.as_str()).unwrap(), 1 << 16).unwrap();
+    region.get_or_init::<RobustRwLock<u64>>("table", 0).unwrap();
+    region.get_or_init::<RobustRwLock<u64>>("ready", 0).unwrap();
+    region
+}
+
+/// What `inspect` says about the "table" lock.
+fn table_report(region: &Region) -> shmsync::inspect::ObjectReport {
+    let report = shmsync::inspect::inspect(region).unwrap();
+    report
+        .reports
+        .into_iter()
+        .find(|r| r.entry.name == "table")
+        .unwrap()
+}
+
+#[test]
+fn inspect_lists_readers_and_recover_reclaims_dead_ones() {
+    use shmsync::inspect::{self, Fact, Outcome, RecoverOptions};
+    let name = common::ShmName::new("rw-inspect");
+    let region = region_with_table(&name);
+    let lock = region.get::<RobustRwLock<u64>>("table").unwrap();
+    let mut dead = common::spawn("region_reader", &[name.as_str()]);
+    let _live = common::spawn("region_reader", &[name.as_str()]);
+    common::wait_until(common::WATCHDOG, "two readers", || {
+        region_ready(&region) == 2
+    });
+    dead.kill();
+
+    let table = table_report(&region);
+    assert!(table.needs_recovery, "{}", table.state);
+    assert!(table.state.contains("2 readers"), "{}", table.state);
+    assert!(
+        table.state.contains("(dead)") && table.state.contains("(alive)"),
+        "{}",
+        table.state
+    );
+    let Some((_, Fact::List(readers))) = table.facts.iter().find(|(k, _)| *k == "readers") else {
+        panic!("no readers fact: {:?}", table.facts);
+    };
+    assert_eq!(readers.len(), 2);
+
+    let dry = inspect::recover(
+        &region,
+        RecoverOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(dry.outcome(), Outcome::Recovered);
+    assert_eq!(lock.raw().readers().len(), 2, "a dry run changed nothing");
+    let done = inspect::recover(&region, RecoverOptions::default()).unwrap();
+    assert_eq!(done.outcome(), Outcome::Recovered);
+    assert!(
+        done.actions()
+            .any(|a| a.what.contains("reclaimed 1 reader slot")),
+        "{done:?}"
+    );
+    let left = lock.raw().readers();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].liveness, Liveness::Alive);
+    let again = inspect::recover(&region, RecoverOptions::default()).unwrap();
+    assert_eq!(again.outcome(), Outcome::Fine);
+}
+
+#[test]
+fn recover_reports_a_dead_writer_for_the_application() {
+    use shmsync::inspect::{self, Outcome, RecoverOptions};
+    let name = common::ShmName::new("rw-inspect-w");
+    let region = region_with_table(&name);
+    let lock = region.get::<RobustRwLock<u64>>("table").unwrap();
+    let mut w = common::spawn("region_writer", &[name.as_str()]);
+    common::wait_until(common::WATCHDOG, "the writer", || {
+        region_ready(&region) == 1
+    });
+    w.kill();
+    let table = table_report(&region);
+    assert!(table.needs_recovery, "{}", table.state);
+    let done = inspect::recover(&region, RecoverOptions::default()).unwrap();
+    assert_eq!(done.outcome(), Outcome::NeedsApplication, "{done:?}");
+    // Recovery left the repair to the application: readers still refused, the next
+    // writer repairs.
+    assert_eq!(lock.read().unwrap_err(), RwLockError::Inconsistent);
+    assert!(lock.write().unwrap_err().is_owner_died());
 }
