@@ -336,7 +336,8 @@ pub struct ReaderInfo {
 ///
 /// `#[repr(C, align(64))]`, `128 + 64 × SLOTS` bytes on 64-bit glibc (4224 with the
 /// default 64 slots): header (24 bytes), state and drain words, the 64-byte
-/// [`RawRobustMutex`], padding to 128, then the slots, one cache line each.
+/// [`RawRobustMutex`], the reclaim count, padding to 128, then the slots, one cache
+/// line each.
 #[repr(C, align(64))]
 pub struct RawRobustRwLock<const SLOTS: usize = DEFAULT_READER_SLOTS> {
     /// `Kind::RwLock`; `aux` = SLOTS.
@@ -347,6 +348,8 @@ pub struct RawRobustRwLock<const SLOTS: usize = DEFAULT_READER_SLOTS> {
     /// Bumped by readers leaving while a writer drains; the writer sleeps on it.
     drain: AtomicU32,
     writer: RawRobustMutex,
+    /// How many dead readers' slots were reclaimed, ever (a statistic for the tool).
+    reclaimed: AtomicU64,
     slots: [ReaderSlot; SLOTS],
 }
 
@@ -380,6 +383,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             ));
             core::ptr::addr_of_mut!((*ptr).state).write(AtomicU32::new(0));
             core::ptr::addr_of_mut!((*ptr).drain).write(AtomicU32::new(0));
+            core::ptr::addr_of_mut!((*ptr).reclaimed).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*ptr).slots).write_bytes(0, 1);
             RawRobustMutex::init_at(core::ptr::addr_of_mut!((*ptr).writer))?;
         }
@@ -424,6 +428,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             state: AtomicU32::new(0),
             drain: AtomicU32::new(0),
             writer: RawRobustMutex::new(),
+            reclaimed: AtomicU64::new(0),
             slots: core::array::from_fn(|_| ReaderSlot::new()),
         }
     }
@@ -450,6 +455,13 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         // Relaxed: a diagnostic snapshot.
         let s = self.state.load(Ordering::Relaxed);
         s & NEEDS_REPAIR != 0 || (s & WRITER != 0 && self.writer_dead())
+    }
+
+    /// How many dead readers' slots have been reclaimed since the lock was created (by
+    /// writers, [`reclaim_dead`](Self::reclaim_dead) and the tool).
+    pub fn reclaimed(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.reclaimed.load(Ordering::Relaxed)
     }
 
     /// Whether an abandoned repair made the lock unusable. A snapshot.
@@ -536,6 +548,8 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             .compare_exchange(word, word & !TID_MASK, Ordering::SeqCst, Ordering::Relaxed)
             .is_ok();
         if freed {
+            // Relaxed: a statistic.
+            self.reclaimed.fetch_add(1, Ordering::Relaxed);
             self.wake_drain();
         }
         freed

@@ -331,6 +331,7 @@ fn writer_reclaims_a_killed_readers_slot() {
     );
     drop(w);
     assert!(lock.raw().readers().is_empty());
+    assert_eq!(lock.raw().reclaimed(), 1);
 }
 
 #[test]

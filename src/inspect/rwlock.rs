@@ -22,6 +22,7 @@ trait View {
     fn needs_repair(&self) -> bool;
     fn is_not_recoverable(&self) -> bool;
     fn reclaim_dead(&self) -> usize;
+    fn reclaimed(&self) -> u64;
 }
 
 impl<const N: usize> View for RawRobustRwLock<N> {
@@ -39,6 +40,9 @@ impl<const N: usize> View for RawRobustRwLock<N> {
     }
     fn reclaim_dead(&self) -> usize {
         RawRobustRwLock::reclaim_dead(self)
+    }
+    fn reclaimed(&self) -> u64 {
+        RawRobustRwLock::reclaimed(self)
     }
 }
 
@@ -142,6 +146,7 @@ pub(super) fn inspect(region: &Region, e: &EntryInfo) -> Result<Described> {
         ("readers", Fact::List(list)),
         ("needs_repair", Fact::Bool(needs_repair)),
         ("not_recoverable", Fact::Bool(not_recoverable)),
+        ("reclaimed", Fact::Int(lock.reclaimed() as i64)),
     ];
     let needs = dead > 0 || writer_dead_now || needs_repair || not_recoverable;
     Ok((state, needs, facts))
