@@ -10,10 +10,12 @@
 //!   stream of writers can starve readers: pick this lock for read-mostly data).
 //! * **Readers** register in a fixed table of `SLOTS` slots, each on its own 64-byte
 //!   cache line: a read lock is one compare-and-swap that writes the reader's thread id
-//!   into a free slot (the thread's home slot, `tid % SLOTS`, when free), a store of its
-//!   process identity beside it, and a load of the state word; unlocking clears the
-//!   slot. Readers in different processes write different cache lines and share only
-//!   the state word, which they read, so the read path scales with cores.
+//!   into a free slot (the one the thread used last, else the lowest free one), a store
+//!   of its process identity beside it, and a load of the state word; unlocking clears
+//!   the slot. Readers in different processes write different cache lines and share
+//!   only the state word, which they read, so the read path scales with cores. A
+//!   high-water mark of the slots ever used (raised by a reader only the first time it
+//!   takes a higher slot) limits a writer's drain to the slots in use.
 //! * The reader's slot claim and the writer's `WRITER` store are each followed by a
 //!   load of the other side's word (sequentially consistent, a Dekker pair): either
 //!   the reader sees `WRITER` and backs out, or the writer's drain sees the slot.
@@ -139,6 +141,8 @@ impl ReaderSlot {
 #[derive(Clone, Copy, Debug)]
 struct Me {
     tid: u32,
+    /// The slot this thread took last (a start for the next claim).
+    hint: u32,
     /// Packed process identity; 0 when `/proc/self` could not be read (the slot is
     /// then judged by its thread id alone).
     ident: u64,
@@ -160,7 +164,7 @@ mod me {
     }
 
     std::thread_local! {
-        static ME: Cell<(u64, Me)> = const { Cell::new((0, Me { tid: 0, ident: 0 })) };
+        static ME: Cell<(u64, Me)> = const { Cell::new((0, Me { tid: 0, hint: 0, ident: 0 })) };
     }
 
     /// The calling thread's id and process identity, cached per thread (`gettid` is a
@@ -175,6 +179,14 @@ mod me {
         refresh()
     }
 
+    /// Records the slot the calling thread took.
+    pub(super) fn set_hint(hint: u32) {
+        ME.with(|c| {
+            let (generation, me) = c.get();
+            c.set((generation, Me { hint, ..me }));
+        });
+    }
+
     #[cold]
     fn refresh() -> Me {
         static REGISTER: std::sync::Once = std::sync::Once::new();
@@ -187,6 +199,7 @@ mod me {
         let generation = FORK_GENERATION.get();
         let me = Me {
             tid: crate::process::current_tid(),
+            hint: 0,
             ident: crate::process::ProcessIdentity::current().map_or(0, |id| id.packed()),
         };
         ME.with(|c| c.set((generation, me)));
@@ -205,6 +218,11 @@ mod me {
     }
     loom::thread_local! {
         static TID: Cell<u32> = Cell::new(0);
+        static HINT: Cell<u32> = Cell::new(0);
+    }
+
+    pub(super) fn set_hint(hint: u32) {
+        HINT.with(|h| h.set(hint));
     }
 
     /// Under loom every model thread is one "thread" with a small id, all in one
@@ -217,7 +235,11 @@ mod me {
             }
             t.get()
         });
-        Me { tid, ident: 1 }
+        Me {
+            tid,
+            hint: HINT.with(Cell::get),
+            ident: 1,
+        }
     }
 }
 
@@ -335,9 +357,9 @@ pub struct ReaderInfo {
 /// `shmsync` tool uses them); locking goes through [`RobustRwLock`].
 ///
 /// `#[repr(C, align(64))]`, `128 + 64 × SLOTS` bytes on 64-bit glibc (4224 with the
-/// default 64 slots): header (24 bytes), state and drain words, the 64-byte
-/// [`RawRobustMutex`], the reclaim count, padding to 128, then the slots, one cache
-/// line each.
+/// default 64 slots): header (24 bytes), state, drain and high-water-mark words, the
+/// 64-byte [`RawRobustMutex`] (at 40), the reclaim count, padding to 128, then the
+/// slots, one cache line each.
 #[repr(C, align(64))]
 pub struct RawRobustRwLock<const SLOTS: usize = DEFAULT_READER_SLOTS> {
     /// `Kind::RwLock`; `aux` = SLOTS.
@@ -347,6 +369,10 @@ pub struct RawRobustRwLock<const SLOTS: usize = DEFAULT_READER_SLOTS> {
     state: AtomicU32,
     /// Bumped by readers leaving while a writer drains; the writer sleeps on it.
     drain: AtomicU32,
+    /// One more than the highest slot ever claimed: a writer's drain looks at the slots
+    /// below it only. Readers take the lowest free slot and keep it as their thread's
+    /// hint, so this stays near the most readers ever inside at once.
+    hwm: AtomicU32,
     writer: RawRobustMutex,
     /// How many dead readers' slots were reclaimed, ever (a statistic for the tool).
     reclaimed: AtomicU64,
@@ -383,6 +409,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             ));
             core::ptr::addr_of_mut!((*ptr).state).write(AtomicU32::new(0));
             core::ptr::addr_of_mut!((*ptr).drain).write(AtomicU32::new(0));
+            core::ptr::addr_of_mut!((*ptr).hwm).write(AtomicU32::new(0));
             core::ptr::addr_of_mut!((*ptr).reclaimed).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*ptr).slots).write_bytes(0, 1);
             RawRobustMutex::init_at(core::ptr::addr_of_mut!((*ptr).writer))?;
@@ -427,6 +454,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             header,
             state: AtomicU32::new(0),
             drain: AtomicU32::new(0),
+            hwm: AtomicU32::new(0),
             writer: RawRobustMutex::new(),
             reclaimed: AtomicU64::new(0),
             slots: core::array::from_fn(|_| ReaderSlot::new()),
@@ -572,18 +600,34 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     /// word written.
     #[inline]
     fn claim(&self, me: Me) -> Option<(usize, u64)> {
-        let home = me.tid as usize % SLOTS;
-        if let Some(w) = self.claim_at(home, me) {
-            return Some((home, w));
+        let hint = me.hint as usize;
+        let hint = if hint < SLOTS { hint } else { 0 };
+        let (i, word) = match self.claim_at(hint, me) {
+            Some(w) => (hint, w),
+            None => self.claim_elsewhere(me)?,
+        };
+        // SeqCst: a writer's drain (after its WRITER store) reads the mark with
+        // SeqCst, so it sees this value or a later one, whenever this reader goes on
+        // to miss WRITER (Dekker, as for the claim).
+        if i as u32 >= self.hwm.load(Ordering::SeqCst) {
+            self.raise_hwm(i);
         }
-        self.claim_elsewhere(home, me)
+        Some((i, word))
     }
 
+    /// The lowest free slot; it becomes the thread's hint.
     #[cold]
-    fn claim_elsewhere(&self, home: usize, me: Me) -> Option<(usize, u64)> {
-        (1..SLOTS)
-            .map(|k| (home + k) % SLOTS)
-            .find_map(|i| self.claim_at(i, me).map(|w| (i, w)))
+    fn claim_elsewhere(&self, me: Me) -> Option<(usize, u64)> {
+        let (i, w) = (0..SLOTS).find_map(|i| self.claim_at(i, me).map(|w| (i, w)))?;
+        me::set_hint(i as u32);
+        Some((i, w))
+    }
+
+    /// Raises the high-water mark above slot `i` (rare: the first time a slot is used).
+    #[cold]
+    fn raise_hwm(&self, i: usize) {
+        // SeqCst: see `claim`.
+        self.hwm.fetch_max(i as u32 + 1, Ordering::SeqCst);
     }
 
     #[inline]
@@ -843,8 +887,10 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         deadline: Option<Deadline>,
         block: bool,
     ) -> core::result::Result<(), RwLockError> {
+        // SeqCst: see `claim`. A corrupt mark larger than the table is clamped.
+        let used = (self.hwm.load(Ordering::SeqCst) as usize).min(SLOTS);
         let mut waited = false;
-        for i in 0..SLOTS {
+        for i in 0..used {
             if self.slots[i].word() & TID_MASK != 0 {
                 self.drain_slot(i, me, deadline, block)?;
                 waited = true;
@@ -942,6 +988,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     unsafe fn reinit(&self) -> Result<()> {
         // Relaxed: exclusive access (the caller's promise).
         self.state.store(0, Ordering::Relaxed);
+        self.hwm.store(0, Ordering::Relaxed);
         for s in &self.slots {
             s.ident.store(0, Ordering::Relaxed);
             s.word.store(0, Ordering::Relaxed);

@@ -429,9 +429,13 @@ fn a_reused_pid_is_never_taken_for_the_reader() {
     assert_eq!(lock.raw().reclaim_dead(), 1);
     assert_eq!(word.load(SeqCst) & 0xffff_ffff, 0);
     assert_eq!(ident.load(SeqCst), 0);
-    // The same slot with our true identity is a live reader: left alone.
+    // The same slot with our true identity is a live reader: left alone, also by a
+    // writer (whose drain covers the slots below the high-water mark at offset 32).
     word.store(2 << 32 | tid, SeqCst);
     ident.store(me.packed(), SeqCst);
+    // SAFETY: the lock's high-water mark, an aligned u32 at offset 32 (pinned by the
+    // layout test), only ever accessed atomically.
+    unsafe { &*((lock as *const Lock as *const u8).add(32) as *const AtomicU32) }.store(4, SeqCst);
     assert_eq!(lock.raw().reclaim_dead(), 0);
     assert!(matches!(
         lock.write_timeout(Duration::from_millis(200)),

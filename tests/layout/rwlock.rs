@@ -10,8 +10,8 @@ use shmsync::{Kind, RawRobustRwLock, RobustRwLock, Segment};
 
 #[test]
 fn sizes_and_alignments() {
-    // 128 bytes (header 24, state 4, drain 4, writer mutex 64, reclaim count 8, padding
-    // 24), one 64-byte
+    // 128 bytes (header 24, state 4, drain 4, high-water mark 4, padding 4, writer
+    // mutex 64, reclaim count 8, padding 16), one 64-byte
     // line per reader slot, then the data rounded up to 64; always 64-aligned.
     assert_eq!(size_of::<RawRobustRwLock>(), 128 + 64 * 64);
     assert_eq!(align_of::<RawRobustRwLock>(), 64);
@@ -80,9 +80,10 @@ fn initial_bytes_and_what_locks_leave() {
     assert_eq!(u32_at(&b, 20), 4, "aux = reader slots");
     assert_eq!(u32_at(&b, 24), 0, "state word");
     assert_eq!(u32_at(&b, 28), 0, "drain word");
-    assert_eq!(u32_at(&b, 32), MAGIC, "writer mutex header");
-    assert_eq!(u32_at(&b, 36), Kind::Mutex as u32);
-    assert_eq!(u64_at(&b, 96), 0, "reclaim count");
+    assert_eq!(u32_at(&b, 32), 0, "high-water mark");
+    assert_eq!(u32_at(&b, 40), MAGIC, "writer mutex header");
+    assert_eq!(u32_at(&b, 44), Kind::Mutex as u32);
+    assert_eq!(u64_at(&b, 104), 0, "reclaim count");
     assert!(b[128..384].iter().all(|&x| x == 0), "four empty slots");
     assert_eq!(u64_at(&b, 384), value, "data after the slots");
 
@@ -98,7 +99,8 @@ fn initial_bytes_and_what_locks_leave() {
         shmsync::ProcessIdentity::current().unwrap().packed(),
         "this process"
     );
-    assert_eq!(slot, tid as usize % 4, "the thread's home slot");
+    assert_eq!(slot, 0, "the lowest free slot");
+    assert_eq!(u32_at(&b, 32), 1, "high-water mark above it");
     drop(r);
     let b = bytes(&seg);
     assert_eq!(u64_at(&b, at), 1 << 32, "free; the claim count stays");
