@@ -24,6 +24,9 @@
 //!   records who holds permits so `reclaim_dead()` returns those of dead processes.
 //! - `SeqLock<T>`: readers never write shared memory and never see a torn value, even
 //!   when a writer is killed mid-write (two copies, robust writer lock).
+//! - [`RobustRwLock<T>`]: a reader-writer lock whose readers register in per-thread
+//!   slots (reads scale with cores); a writer reclaims the slots of dead readers, and a
+//!   dead writer's data is repaired by the next writer while readers are refused.
 //! - [`inspect`]: what the `shmsync` operator tool prints and recovers.
 //!
 //! ## Example: a counter shared by two processes, one of which dies holding the lock

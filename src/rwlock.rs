@@ -163,8 +163,13 @@ mod me {
         FORK_GENERATION.set(FORK_GENERATION.get().wrapping_add(1));
     }
 
+    /// The fork generation the whole `Me` is valid for, the one its `tid` is valid for
+    /// (a fork child's guard drop refreshes only the thread id: a system call, without
+    /// the allocation that reading `/proc` needs), and the cached `Me`.
+    type Cached = (u64, u64, Me);
+
     std::thread_local! {
-        static ME: Cell<(u64, Me)> = const { Cell::new((0, Me { tid: 0, hint: 0, ident: 0 })) };
+        static ME: Cell<Cached> = const { Cell::new((0, 0, Me { tid: 0, hint: 0, ident: 0 })) };
     }
 
     /// The calling thread's id and process identity, cached per thread (`gettid` is a
@@ -172,23 +177,33 @@ mod me {
     #[inline]
     pub(super) fn me() -> Me {
         let generation = FORK_GENERATION.get();
-        let (seen, me) = ME.with(Cell::get);
+        let (seen, _, me) = ME.with(Cell::get);
         if seen == generation {
             return me;
         }
         refresh()
     }
 
+    /// The calling thread's id (async-signal-safe after a fork: no allocation).
+    #[inline]
+    pub(super) fn tid() -> u32 {
+        let generation = FORK_GENERATION.get();
+        let (_, seen, me) = ME.with(Cell::get);
+        if seen == generation {
+            return me.tid;
+        }
+        refresh_tid()
+    }
+
     /// Records the slot the calling thread took.
     pub(super) fn set_hint(hint: u32) {
         ME.with(|c| {
-            let (generation, me) = c.get();
-            c.set((generation, Me { hint, ..me }));
+            let (full, tid, me) = c.get();
+            c.set((full, tid, Me { hint, ..me }));
         });
     }
 
-    #[cold]
-    fn refresh() -> Me {
+    fn register() {
         static REGISTER: std::sync::Once = std::sync::Once::new();
         REGISTER.call_once(|| {
             // SAFETY: the handler only performs an atomic store; pthread_atfork has no
@@ -196,13 +211,30 @@ mod me {
             // its parent's cached thread id: registered before any value is cached.
             unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
         });
+    }
+
+    #[cold]
+    fn refresh_tid() -> u32 {
+        register();
+        let generation = FORK_GENERATION.get();
+        let tid = crate::process::current_tid();
+        ME.with(|c| {
+            let (full, _, me) = c.get();
+            c.set((full, generation, Me { tid, ..me }));
+        });
+        tid
+    }
+
+    #[cold]
+    fn refresh() -> Me {
+        register();
         let generation = FORK_GENERATION.get();
         let me = Me {
             tid: crate::process::current_tid(),
             hint: 0,
             ident: crate::process::ProcessIdentity::current().map_or(0, |id| id.packed()),
         };
-        ME.with(|c| c.set((generation, me)));
+        ME.with(|c| c.set((generation, generation, me)));
         me
     }
 }
@@ -219,6 +251,10 @@ mod me {
     loom::thread_local! {
         static TID: Cell<u32> = Cell::new(0);
         static HINT: Cell<u32> = Cell::new(0);
+    }
+
+    pub(super) fn tid() -> u32 {
+        me().tid
     }
 
     pub(super) fn set_hint(hint: u32) {
@@ -822,7 +858,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     unsafe fn unlock_shared(&self, i: usize, word: u64) {
         // A guard copied into a fork child is not the child's: the parent's thread
         // still holds the slot.
-        if me().tid != word as u32 {
+        if me::tid() != word as u32 {
             return;
         }
         self.release_slot(i, word);
@@ -1455,7 +1491,7 @@ impl<T: AnyBitPattern, const SLOTS: usize> Drop for WriteGuard<'_, T, SLOTS> {
     #[inline]
     fn drop(&mut self) {
         // A guard copied into a fork child holds nothing there.
-        if me().tid == self.tid {
+        if me::tid() == self.tid {
             self.lock.raw.release_writer();
         }
     }
@@ -1514,7 +1550,7 @@ impl<T: AnyBitPattern, const SLOTS: usize> DerefMut for OwnerDiedWriteGuard<'_, 
 
 impl<T: AnyBitPattern, const SLOTS: usize> Drop for OwnerDiedWriteGuard<'_, T, SLOTS> {
     fn drop(&mut self) {
-        if me().tid == self.guard.tid {
+        if me::tid() == self.guard.tid {
             self.guard.lock.raw.abandon_repair();
         }
         // SAFETY: dropped once, here; `make_consistent` forgets `self` instead.

@@ -722,3 +722,35 @@ fn recover_reports_a_dead_writer_for_the_application() {
     assert_eq!(lock.read().unwrap_err(), RwLockError::Inconsistent);
     assert!(lock.write().unwrap_err().is_owner_died());
 }
+
+#[test]
+fn a_fork_childs_copy_of_a_read_guard_releases_nothing() {
+    // tst-rwlock4's gist, with the opposite outcome by design: there a fork child
+    // unlocks its parent's read lock; here a read lock belongs to the thread that took
+    // it, and the child's copy of the guard leaves the parent's slot held.
+    let seg = Segment::anonymous(SEG_LEN).unwrap();
+    // SAFETY: fresh mapping that outlives `lock` and the child.
+    let lock: &Lock = unsafe { Lock::init_at(seg.as_ptr().cast(), [0; 8]) }.unwrap();
+    let guard = lock.read().unwrap();
+    let g = &guard;
+    let mut child = common::fork_child(|| {
+        // The child's copy of the parent's guard, dropped: only a thread-id lookup
+        // (gettid) and a compare, async-signal-safe.
+        // SAFETY: the child owns its copy of the memory; the parent's guard is not
+        // touched here.
+        drop(unsafe { std::ptr::read(g) });
+        0
+    });
+    child.expect_success(common::WATCHDOG);
+    assert_eq!(
+        lock.raw().readers().len(),
+        1,
+        "the child released the parent's lock"
+    );
+    assert!(matches!(
+        lock.try_write(),
+        Err(WriteError::Failed(RwLockError::WouldBlock))
+    ));
+    drop(guard);
+    assert!(lock.try_write().is_ok());
+}
