@@ -232,8 +232,9 @@ fn readers_share_writers_exclude_in_one_process() {
 
 #[test]
 fn timeouts_while_held_by_another_process() {
-    // tst-rwlock6/7/14: timed locks against a lock held elsewhere time out (also with a
-    // deadline already past), and succeed once it is free.
+    // tst-rwlock12's gist (also 6/7/14): a writer in another process holds the lock;
+    // try and timed read and write locks fail, timed ones with TimedOut (also with a
+    // deadline already past).
     let name = common::ShmName::new("rw-timeout");
     let (seg, lock) = create(&name);
     let mut c = common::spawn("writer_half", &[name.as_str()]);
@@ -263,7 +264,8 @@ fn timeouts_while_held_by_another_process() {
 
 #[test]
 fn readers_in_many_processes_hold_at_once() {
-    // tst-rwlock12's gist: a pshared lock read-held by several processes at once.
+    // A lock read-held by several processes at once (the pshared setup of
+    // tst-rwlock4/12), which a writer then waits for.
     let name = common::ShmName::new("rw-many");
     let (seg, lock) = create(&name);
     let mut children: Vec<_> = (0..4)
@@ -520,8 +522,8 @@ fn an_abandoned_repair_makes_the_lock_not_recoverable_until_reinit() {
 
 #[test]
 fn a_waiting_writer_keeps_new_readers_out() {
-    // tst-rwlock2's gist, writer preference: while a writer waits for a reader, new
-    // readers (in other processes, and here) do not get in.
+    // Writer preference: while a writer waits for a reader, new readers (in other
+    // processes, and here) do not get in.
     let name = common::ShmName::new("rw-pref");
     let (seg, lock) = create(&name);
     let r = lock.read().unwrap();
