@@ -756,3 +756,38 @@ fn a_fork_childs_copy_of_a_read_guard_releases_nothing() {
     drop(guard);
     assert!(lock.try_write().is_ok());
 }
+
+#[test]
+fn a_sleeping_writer_notices_a_reader_killed_meanwhile() {
+    // The writer is asleep in its drain when the reader dies: it notices at its next
+    // liveness check (every READER_CHECK), not only at its deadline.
+    let name = common::ShmName::new("rw-deadlater");
+    let (seg, lock) = create(&name);
+    let mut c = common::spawn("reader_hold", &[name.as_str()]);
+    common::wait_until(common::WATCHDOG, "the reader", || {
+        ctl(&seg, 0).load(SeqCst) == 1
+    });
+    let addr = lock as *const Lock as usize;
+    let writer = std::thread::spawn(move || {
+        // SAFETY: the lock outlives the thread (joined below).
+        let lock = unsafe { &*(addr as *const Lock) };
+        let r = lock.write_timeout(common::WATCHDOG).map(drop).is_ok();
+        (r, Instant::now())
+    });
+    common::wait_until(common::WATCHDOG, "the writer to wait", || {
+        matches!(lock.try_read(), Err(RwLockError::WouldBlock))
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let died = Instant::now();
+    c.kill();
+    let (acquired, at) = writer.join().unwrap();
+    assert!(
+        acquired,
+        "the writer timed out instead of reclaiming the dead reader"
+    );
+    eprintln!(
+        "writer proceeded {:?} after the reader's SIGKILL (check interval {:?})",
+        at.saturating_duration_since(died),
+        shmsync::rwlock::READER_CHECK
+    );
+}
