@@ -791,3 +791,37 @@ fn a_sleeping_writer_notices_a_reader_killed_meanwhile() {
         shmsync::rwlock::READER_CHECK
     );
 }
+
+#[test]
+fn a_full_slot_table_makes_readers_wait_and_dead_holders_make_room() {
+    let seg = Segment::anonymous(SEG_LEN).unwrap();
+    // SAFETY: fresh mapping that outlives `lock` and the threads (joined).
+    let lock: &RobustRwLock<u64, 2> =
+        unsafe { RobustRwLock::init_at(seg.as_ptr().cast(), 1) }.unwrap();
+    let addr = lock as *const RobustRwLock<u64, 2> as usize;
+    // Two reader threads take both slots and exit holding them (dead holders).
+    for _ in 0..2 {
+        std::thread::spawn(move || {
+            // SAFETY: the lock outlives the thread (joined at once).
+            let lock = unsafe { &*(addr as *const RobustRwLock<u64, 2>) };
+            std::mem::forget(lock.read().unwrap());
+        })
+        .join()
+        .unwrap();
+    }
+    assert_eq!(lock.raw().readers().len(), 2);
+    // A third reader finds no slot: try refuses, a blocking read reclaims the dead
+    // holders' slots and gets in.
+    common::wait_until(common::WATCHDOG, "the threads to be reaped", || {
+        lock.raw()
+            .readers()
+            .iter()
+            .all(|r| r.liveness == Liveness::Dead)
+    });
+    assert_eq!(lock.try_read().unwrap_err(), RwLockError::WouldBlock);
+    let r = lock
+        .read_timeout(common::WATCHDOG)
+        .expect("room made by reclaiming");
+    assert_eq!(*r, 1);
+    assert!(lock.raw().reclaimed() >= 1);
+}
