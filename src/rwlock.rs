@@ -24,7 +24,9 @@
 //!   writer spins, then sleeps on a separate `drain` word that the last readers bump.
 //!   Every sleep is capped (at [`MAX_SLEEP`](crate::futex::MAX_SLEEP), the drain at
 //!   [`READER_CHECK`]), so a process killed between a state change and its wake-up
-//!   delays a sleeper, never strands it.
+//!   delays a sleeper, never strands it. A reader that finds every slot taken (more
+//!   than `SLOTS` threads reading at once) polls every millisecond instead, and
+//!   reclaims dead holders' slots every [`READER_CHECK`] meanwhile.
 //!
 //! # Dead readers
 //!
