@@ -866,13 +866,13 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         self.release_slot(i, word);
     }
 
-    /// Takes the write lock: the mutex, then the drain. `Ok(true)`: a writer died and
-    /// the data needs a repair.
+    /// Takes the write lock: the mutex, then the drain. Returns whether a writer died
+    /// and the data needs a repair, and the calling thread's id.
     fn lock_exclusive(
         &self,
         deadline: Option<Deadline>,
         block: bool,
-    ) -> core::result::Result<bool, RwLockError> {
+    ) -> core::result::Result<(bool, u32), RwLockError> {
         let me = me();
         let acquired = if !block {
             self.writer.try_lock()
@@ -902,7 +902,10 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             return Err(e);
         }
         // Relaxed: set by us or an earlier writer, under the mutex.
-        Ok(self.state.load(Ordering::Relaxed) & NEEDS_REPAIR != 0)
+        Ok((
+            self.state.load(Ordering::Relaxed) & NEEDS_REPAIR != 0,
+            me.tid,
+        ))
     }
 
     /// A writer died: record that the data needs a repair, then make the mutex
@@ -1334,11 +1337,11 @@ impl<T: AnyBitPattern, const SLOTS: usize> RobustRwLock<T, SLOTS> {
     #[inline]
     fn acquired(
         &self,
-        r: core::result::Result<bool, RwLockError>,
+        r: core::result::Result<(bool, u32), RwLockError>,
     ) -> core::result::Result<WriteGuard<'_, T, SLOTS>, WriteError<'_, T, SLOTS>> {
         match r {
-            Ok(false) => Ok(WriteGuard::new(self)),
-            Ok(true) => Err(WriteError::OwnerDied(OwnerDiedWriteGuard::new(self))),
+            Ok((false, tid)) => Ok(WriteGuard::new(self, tid)),
+            Ok((true, tid)) => Err(WriteError::OwnerDied(OwnerDiedWriteGuard::new(self, tid))),
             Err(e) => Err(WriteError::Failed(e)),
         }
     }
@@ -1451,10 +1454,10 @@ unsafe impl<T: AnyBitPattern + Sync, const SLOTS: usize> Sync for WriteGuard<'_,
 
 impl<'a, T: AnyBitPattern, const SLOTS: usize> WriteGuard<'a, T, SLOTS> {
     #[inline]
-    fn new(lock: &'a RobustRwLock<T, SLOTS>) -> Self {
+    fn new(lock: &'a RobustRwLock<T, SLOTS>, tid: u32) -> Self {
         WriteGuard {
             lock,
-            tid: me().tid,
+            tid,
             _not_send: PhantomData,
         }
     }
@@ -1518,9 +1521,9 @@ pub struct OwnerDiedWriteGuard<'a, T: AnyBitPattern, const SLOTS: usize = DEFAUL
 
 impl<'a, T: AnyBitPattern, const SLOTS: usize> OwnerDiedWriteGuard<'a, T, SLOTS> {
     #[cold]
-    fn new(lock: &'a RobustRwLock<T, SLOTS>) -> Self {
+    fn new(lock: &'a RobustRwLock<T, SLOTS>, tid: u32) -> Self {
         OwnerDiedWriteGuard {
-            guard: core::mem::ManuallyDrop::new(WriteGuard::new(lock)),
+            guard: core::mem::ManuallyDrop::new(WriteGuard::new(lock, tid)),
         }
     }
 
