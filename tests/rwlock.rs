@@ -81,6 +81,7 @@ fn child_role() {
         ("count_readers", count_readers),
         ("region_reader", region_reader),
         ("region_writer", region_writer),
+        ("reader_stream", reader_stream),
     ]);
 }
 
@@ -824,4 +825,39 @@ fn a_full_slot_table_makes_readers_wait_and_dead_holders_make_room() {
         .expect("room made by reclaiming");
     assert_eq!(*r, 1);
     assert!(lock.raw().reclaimed() >= 1);
+}
+
+/// Reads back to back forever (each read overlapping the next reader's), counting in
+/// ctl[9].
+fn reader_stream(args: &[String]) {
+    let (seg, lock) = open(&args[0]);
+    loop {
+        let g = lock.read().unwrap();
+        whole(&g);
+        ctl(seg, 9).fetch_add(1, SeqCst);
+        std::hint::black_box(&g);
+        drop(g);
+    }
+}
+
+#[test]
+fn a_stream_of_readers_does_not_starve_a_writer() {
+    let name = common::ShmName::new("rw-stream");
+    let (seg, lock) = create(&name);
+    let _readers: Vec<_> = (0..3)
+        .map(|_| common::spawn("reader_stream", &[name.as_str()]))
+        .collect();
+    common::wait_until(common::WATCHDOG, "the readers", || {
+        ctl(&seg, 9).load(SeqCst) > 10_000
+    });
+    for v in 1..=20 {
+        let mut w = lock
+            .write_timeout(common::WATCHDOG)
+            .expect("a writer gets in between a stream of readers");
+        write_all(&mut w, v);
+    }
+    let before = ctl(&seg, 9).load(SeqCst);
+    common::wait_until(common::WATCHDOG, "readers to go on", || {
+        ctl(&seg, 9).load(SeqCst) > before + 1000
+    });
 }
