@@ -614,8 +614,10 @@ impl ObjectRecovery {
 /// Always: a table claim held by a dead process is freed; a mutex whose dead owner the
 /// kernel never marked is marked owner-died ([`RawRobustMutex::release_dead_owner`]);
 /// the permits of dead lease holders are reclaimed; a seqlock whose writer died is
-/// repaired. With [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked
-/// (without waiting) and marked consistent with their data as it is.
+/// repaired; the reader slots of dead readers of a reader-writer lock are freed. With
+/// [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked (without
+/// waiting) and marked consistent with their data as it is, and so is a reader-writer
+/// lock's data that a dead writer left (its write lock is waited for up to the bound).
 ///
 /// Never blocks past [`RecoverOptions::wait`] per object: an internal lock held by a
 /// live process (stopped, or stuck) makes that object [`Outcome::Unreachable`], named

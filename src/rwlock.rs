@@ -1010,6 +1010,23 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         let _ = unsafe { self.writer.unlock() };
     }
 
+    /// For the tool's `mark_consistent`: takes the write lock (waiting until `deadline`
+    /// for readers and writers; dead readers' slots are reclaimed on the way) and, if a
+    /// dead writer left the data to repair, declares it consistent as it is. Returns
+    /// whether it did.
+    #[cfg(not(shmsync_loom))]
+    pub(crate) fn accept_as_is(
+        &self,
+        deadline: Deadline,
+    ) -> core::result::Result<bool, RwLockError> {
+        let (needs_repair, _) = self.lock_exclusive(Some(deadline), true)?;
+        if needs_repair {
+            self.repaired();
+        }
+        self.release_writer();
+        Ok(needs_repair)
+    }
+
     /// Marks the repair done (the writer holds the lock).
     fn repaired(&self) {
         // Relaxed: published by the Release of `release_writer`.

@@ -1,15 +1,17 @@
 //! The reader-writer lock's entry in [`inspect`](super::inspect) and
 //! [`recover`](super::recover): the writer and every registered reader with pid, thread
 //! and liveness; recovery reclaims dead readers' slots and reports a dead writer's
-//! half-written data for the application.
+//! half-written data for the application (or, with `mark_consistent`, accepts it as
+//! it is).
 
 use super::{describe_mutex_at, plural, Fact, ObjectRecovery, Outcome, RecoverOptions};
 use crate::error::{Error, Result};
+use crate::futex::Deadline;
 use crate::header::{Kind, ObjectHeader};
 use crate::process::Liveness;
 use crate::raw_mutex::{MutexState, RawRobustMutex};
 use crate::region::{EntryInfo, Region};
-use crate::rwlock::{RawRobustRwLock, ReaderInfo};
+use crate::rwlock::{RawRobustRwLock, ReaderInfo, RwLockError};
 
 /// The reader-slot counts the tool reads (a lock with another count is reported as
 /// unreadable).
@@ -23,6 +25,7 @@ trait View {
     fn is_not_recoverable(&self) -> bool;
     fn reclaim_dead(&self) -> usize;
     fn reclaimed(&self) -> u64;
+    fn accept_as_is(&self, deadline: Deadline) -> core::result::Result<bool, RwLockError>;
 }
 
 impl<const N: usize> View for RawRobustRwLock<N> {
@@ -43,6 +46,9 @@ impl<const N: usize> View for RawRobustRwLock<N> {
     }
     fn reclaimed(&self) -> u64 {
         RawRobustRwLock::reclaimed(self)
+    }
+    fn accept_as_is(&self, deadline: Deadline) -> core::result::Result<bool, RwLockError> {
+        RawRobustRwLock::accept_as_is(self, deadline)
     }
 }
 
@@ -215,6 +221,33 @@ pub(super) fn recover(
              (RobustRwLock::reinit) when nobody uses it"
                 .into(),
         );
+    } else if (lock.needs_repair() || writer_dead(writer)) && opts.mark_consistent {
+        if opts.dry_run {
+            o.step(
+                Outcome::Recovered,
+                "would take the write lock and mark the data a dead writer left consistent \
+                 as it is (no repair)"
+                    .into(),
+            );
+            return Ok(());
+        }
+        match lock.accept_as_is(Deadline::after(opts.wait)) {
+            Ok(true) => o.step(
+                Outcome::Recovered,
+                "marked the data a dead writer left consistent as it is (no repair)".into(),
+            ),
+            // A writer repaired it meanwhile.
+            Ok(false) => {}
+            Err(RwLockError::TimedOut) => o.step(
+                Outcome::Unreachable,
+                format!(
+                    "could not take the write lock within {:?}: live readers or a live \
+                     writer hold it",
+                    opts.wait
+                ),
+            ),
+            Err(e) => o.step(Outcome::NeedsApplication, format!("could not mark it: {e}")),
+        }
     } else if lock.needs_repair() || writer_dead(writer) {
         o.step(
             Outcome::NeedsApplication,
