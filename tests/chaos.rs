@@ -1915,8 +1915,10 @@ fn stress_chaos_rwlock() {
         Err(LockError::OwnerDied(g)) => *g.make_consistent(),
         Err(e) => plan_fail_static(&format!("stats lock: {e:?}")),
     };
-    let (mut writer_kills, mut reader_kills, mut self_killed) = (0u64, 0u64, 0u64);
-    let (mut dead_slots, mut parent_repairs, mut parent_reads, mut max_seen) = (0, 0u64, 0u64, 0);
+    let (mut writer_kills, mut reader_kills) = (0u64, 0u64);
+    // Readers that killed themselves holding a read lock, writers mid-write.
+    let mut self_killed = [0u64; 2];
+    let (mut parent_repairs, mut parent_reads, mut max_seen) = (0u64, 0u64, 0);
 
     while plan.next_round() {
         let _watchdog = plan.watchdog(&loc);
@@ -1952,7 +1954,7 @@ fn stress_chaos_rwlock() {
                 for w in ws.iter_mut() {
                     if w.child.try_wait().is_some() {
                         kill_worker(&plan, Some(&region), w, None);
-                        self_killed += 1;
+                        self_killed[usize::from(role == "rw_writer")] += 1;
                         *w = spawn(role, &mut rng);
                     }
                 }
@@ -1974,7 +1976,7 @@ fn stress_chaos_rwlock() {
             let own = w.child.try_wait().is_some();
             kill_worker(&plan, Some(&region), w, None);
             match (own, w.role) {
-                (true, _) => self_killed += 1,
+                (true, role) => self_killed[usize::from(role == "rw_writer")] += 1,
                 (false, "rw_writer") => writer_kills += 1,
                 (false, _) => reader_kills += 1,
             }
@@ -1988,7 +1990,6 @@ fn stress_chaos_rwlock() {
                 &format!("a reader of a killed process is {r:?}"),
             );
         }
-        dead_slots += registered.len();
         match lock.write_timeout(CHECK_BOUND) {
             Ok(g) => {
                 if !g.valid() || g.busy != 0 {
@@ -2026,10 +2027,22 @@ fn stress_chaos_rwlock() {
     let reads = read_stats(stats);
     let c = read_stats(committed);
     let refused = read_counter(&plan, &region, refused);
+    // Each reader that killed itself left a held slot behind; every one was reclaimed
+    // (the rounds end with no reader registered).
+    if lock.raw().reclaimed() < self_killed[0] {
+        plan.fail(
+            Some(&region),
+            &format!(
+                "{} readers died holding a read lock, only {} slots were reclaimed",
+                self_killed[0],
+                lock.raw().reclaimed()
+            ),
+        );
+    }
     eprintln!(
         "chaos rwlock RESULT: seed {:#x}, {} rounds in {:.1} s, {} writers and {} readers killed \
-         at random, {} killed themselves (holding a read lock or mid-write), {} dead readers' \
-         slots reclaimed, {} versions, {} repairs by the next writer (+{} by the checker), {} \
+         at random, {} readers killed themselves holding a read lock and {} writers mid-write, \
+         {} dead readers' slots reclaimed, {} versions, {} repairs by the next writer (+{} by the checker), {} \
          checksummed reads by reader processes (+{} by the checker), {} reads refused as \
          Inconsistent, 0 torn reads, 0 hangs",
         plan.seed,
@@ -2037,8 +2050,9 @@ fn stress_chaos_rwlock() {
         plan.elapsed(),
         writer_kills,
         reader_kills,
-        self_killed,
-        dead_slots,
+        self_killed[0],
+        self_killed[1],
+        lock.raw().reclaimed(),
         max_seen,
         c.reads,
         parent_repairs,
