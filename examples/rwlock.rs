@@ -68,9 +68,8 @@ struct Stats {
 
 type Lock = RobustRwLock<Routes>;
 /// `WriteError` borrows the lock (its `OwnerDied` guard holds it), so it reaches a
-/// `Box<dyn Error>` through `shmsync::Error` (`map_err(shmsync::Error::from)`).
-/// Converting an `OwnerDied` drops its guard and makes the lock not recoverable, so the
-/// write that expects a dead predecessor matches on it first.
+/// `Box<dyn Error>` through `shmsync::Error` (`map_err(shmsync::Error::from)`), which
+/// releases an `OwnerDied` guard with the repair left to the next writer.
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {

@@ -1544,6 +1544,18 @@ impl<'a, T: AnyBitPattern, const SLOTS: usize> OwnerDiedWriteGuard<'a, T, SLOTS>
         }
     }
 
+    /// Releases the write lock without repairing and without giving up: the data stays
+    /// marked for repair, readers keep getting [`RwLockError::Inconsistent`], and the
+    /// next writer gets [`WriteError::OwnerDied`] again. (Dropping the guard instead
+    /// makes the lock not recoverable.) Converting the error into [`Error`] with `?`
+    /// does this.
+    pub fn release_unrepaired(self) {
+        let mut this = core::mem::ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so the guard is taken exactly once; its drop
+        // releases the write lock and leaves NEEDS_REPAIR set.
+        drop(unsafe { core::mem::ManuallyDrop::take(&mut this.guard) });
+    }
+
     /// Declares the data repaired: readers get in again after the returned ordinary
     /// guard is dropped.
     pub fn make_consistent(mut self) -> WriteGuard<'a, T, SLOTS> {
@@ -1594,8 +1606,9 @@ impl<T: AnyBitPattern + fmt::Debug, const SLOTS: usize> fmt::Debug
 pub enum WriteError<'a, T: AnyBitPattern, const SLOTS: usize = DEFAULT_READER_SLOTS> {
     /// A writer died holding the lock. This guard **holds the write lock**: repair the
     /// data, then [`make_consistent`](OwnerDiedWriteGuard::make_consistent). Dropping it
-    /// (also by converting this error into [`Error`] with `?`) makes the lock not
-    /// recoverable.
+    /// makes the lock not recoverable; converting this error into [`Error`] with `?`
+    /// releases it with the repair left to the next writer
+    /// ([`release_unrepaired`](OwnerDiedWriteGuard::release_unrepaired)).
     OwnerDied(OwnerDiedWriteGuard<'a, T, SLOTS>),
     /// The write lock was not acquired.
     Failed(RwLockError),
@@ -1632,12 +1645,16 @@ impl<T: AnyBitPattern, const SLOTS: usize> fmt::Display for WriteError<'_, T, SL
 impl<T: AnyBitPattern, const SLOTS: usize> std::error::Error for WriteError<'_, T, SLOTS> {}
 
 impl<T: AnyBitPattern, const SLOTS: usize> From<WriteError<'_, T, SLOTS>> for Error {
-    /// `OwnerDied` drops its guard — the lock becomes not recoverable — and becomes
-    /// [`Error::Os`] with `EOWNERDEAD`; `Failed` converts as [`RwLockError`] does.
+    /// `OwnerDied` releases the write lock with the repair left to the next writer
+    /// ([`OwnerDiedWriteGuard::release_unrepaired`]) and becomes [`Error::Os`] with
+    /// `EOWNERDEAD`; `Failed` converts as [`RwLockError`] does.
     #[cold]
     fn from(e: WriteError<'_, T, SLOTS>) -> Error {
         match e {
-            WriteError::OwnerDied(_) => RwLockError::Inconsistent.into(),
+            WriteError::OwnerDied(g) => {
+                g.release_unrepaired();
+                RwLockError::Inconsistent.into()
+            }
             WriteError::Failed(e) => e.into(),
         }
     }

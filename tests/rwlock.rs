@@ -489,6 +489,31 @@ fn a_killed_writer_leaves_readers_an_error_and_the_next_writer_a_repair() {
 }
 
 #[test]
+fn question_mark_on_owner_died_leaves_the_repair_to_the_next_writer() {
+    let name = common::ShmName::new("rw-qmark");
+    let (seg, lock) = create(&name);
+    let mut w = common::spawn("writer_half", &[name.as_str()]);
+    common::wait_until(common::WATCHDOG, "the writer", || {
+        ctl(&seg, 0).load(SeqCst) == 1
+    });
+    w.kill();
+    let careless = || -> shmsync::Result<()> {
+        let mut g = lock.write()?;
+        g[0] = 99;
+        Ok(())
+    };
+    let e = careless().unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EOWNERDEAD), "{e}");
+    assert!(!lock.raw().is_not_recoverable());
+    assert_eq!(lock.read().unwrap_err(), RwLockError::Inconsistent);
+    match lock.write() {
+        Err(WriteError::OwnerDied(g)) => drop(g.make_consistent()),
+        other => panic!("expected OwnerDied again, got {other:?}"),
+    }
+    assert!(lock.read().is_ok());
+}
+
+#[test]
 fn an_abandoned_repair_makes_the_lock_not_recoverable_until_reinit() {
     let name = common::ShmName::new("rw-notrec");
     let (seg, lock) = create(&name);
