@@ -21,7 +21,8 @@
 //!   the reader sees `WRITER` and backs out, or the writer's drain sees the slot.
 //! * **Sleeping**: readers that find `WRITER` spin briefly (the crate's adaptive
 //!   policy), then sleep on the state word until the writer unlocks; the draining
-//!   writer spins, then sleeps on a separate `drain` word that the last readers bump.
+//!   writer spins, then sleeps on a separate `drain` word that only the reader it
+//!   waits for bumps when it leaves (or a reclaim of that reader's slot).
 //!   Every sleep is capped (at [`MAX_SLEEP`](crate::futex::MAX_SLEEP), the drain at
 //!   [`READER_CHECK`]), so a process killed between a state change and its wake-up
 //!   delays a sleeper, never strands it. A reader that finds every slot taken (more
@@ -395,9 +396,9 @@ pub struct ReaderInfo {
 /// `shmsync` tool uses them); locking goes through [`RobustRwLock`].
 ///
 /// `#[repr(C, align(64))]`, `128 + 64 × SLOTS` bytes on 64-bit glibc (4224 with the
-/// default 64 slots): header (24 bytes), state, drain and high-water-mark words, the
-/// 64-byte [`RawRobustMutex`] (at 40), the reclaim count, padding to 128, then the
-/// slots, one cache line each.
+/// default 64 slots): header (24 bytes), state, drain, high-water-mark and
+/// drain-slot words, the 64-byte [`RawRobustMutex`] (at 40), the reclaim count,
+/// padding to 128, then the slots, one cache line each.
 #[repr(C, align(64))]
 pub struct RawRobustRwLock<const SLOTS: usize = DEFAULT_READER_SLOTS> {
     /// `Kind::RwLock`; `aux` = SLOTS.
@@ -405,12 +406,15 @@ pub struct RawRobustRwLock<const SLOTS: usize = DEFAULT_READER_SLOTS> {
     /// `WRITER`, `READERS_WAITING`, `DRAIN_WAITING`, `NEEDS_REPAIR`, `NOT_RECOVERABLE`;
     /// readers sleep on it.
     state: AtomicU32,
-    /// Bumped by readers leaving while a writer drains; the writer sleeps on it.
+    /// Bumped by the reader of `drain_slot` leaving while a writer waits for it; the
+    /// writer sleeps on it.
     drain: AtomicU32,
     /// One more than the highest slot ever claimed: a writer's drain looks at the slots
     /// below it only. Readers take the lowest free slot and keep it as their thread's
     /// hint, so this stays near the most readers ever inside at once.
     hwm: AtomicU32,
+    /// The slot a draining writer waits for.
+    drain_slot: AtomicU32,
     writer: RawRobustMutex,
     /// How many dead readers' slots were reclaimed, ever (a statistic for the tool).
     reclaimed: AtomicU64,
@@ -448,6 +452,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             core::ptr::addr_of_mut!((*ptr).state).write(AtomicU32::new(0));
             core::ptr::addr_of_mut!((*ptr).drain).write(AtomicU32::new(0));
             core::ptr::addr_of_mut!((*ptr).hwm).write(AtomicU32::new(0));
+            core::ptr::addr_of_mut!((*ptr).drain_slot).write(AtomicU32::new(0));
             core::ptr::addr_of_mut!((*ptr).reclaimed).write(AtomicU64::new(0));
             core::ptr::addr_of_mut!((*ptr).slots).write_bytes(0, 1);
             RawRobustMutex::init_at(core::ptr::addr_of_mut!((*ptr).writer))?;
@@ -493,6 +498,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             state: AtomicU32::new(0),
             drain: AtomicU32::new(0),
             hwm: AtomicU32::new(0),
+            drain_slot: AtomicU32::new(0),
             writer: RawRobustMutex::new(),
             reclaimed: AtomicU64::new(0),
             slots: core::array::from_fn(|_| ReaderSlot::new()),
@@ -704,6 +710,15 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
                 .compare_exchange(word, word & !TID_MASK, Ordering::SeqCst, Ordering::Relaxed);
         crate::sync::loom_seqcst_fence();
         if self.state.load(Ordering::SeqCst) & DRAIN_WAITING != 0 {
+            self.wake_drain_for(i);
+        }
+    }
+
+    /// Wakes the draining writer if it waits for slot `i`.
+    #[cold]
+    fn wake_drain_for(&self, i: usize) {
+        // SeqCst: see `drain_slot`.
+        if self.drain_slot.load(Ordering::SeqCst) == i as u32 {
             self.wake_drain();
         }
     }
@@ -973,8 +988,11 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         loop {
             // Acquire: pairs with the Release bump in `wake_drain`.
             let seq = self.drain.load(Ordering::Acquire);
-            // SeqCst: Dekker with the reader's unlock (it frees its slot, then loads
-            // the state): either it sees DRAIN_WAITING and bumps, or we see it free.
+            // SeqCst (both): Dekker with the reader's unlock (it frees its slot, then
+            // loads the state and the slot waited on): either it sees DRAIN_WAITING
+            // and this slot and bumps, or we see the slot free. Only the reader of this
+            // slot wakes us.
+            self.drain_slot.store(i as u32, Ordering::SeqCst);
             self.state.fetch_or(DRAIN_WAITING, Ordering::SeqCst);
             crate::sync::loom_seqcst_fence();
             if !held() {

@@ -10,7 +10,7 @@ use shmsync::{Kind, RawRobustRwLock, RobustRwLock, Segment};
 
 #[test]
 fn sizes_and_alignments() {
-    // 128 bytes (header 24, state 4, drain 4, high-water mark 4, padding 4, writer
+    // 128 bytes (header 24, state 4, drain 4, high-water mark 4, drain slot 4, writer
     // mutex 64, reclaim count 8, padding 16), one 64-byte
     // line per reader slot, then the data rounded up to 64; always 64-aligned.
     assert_eq!(size_of::<RawRobustRwLock>(), 128 + 64 * 64);
@@ -81,6 +81,7 @@ fn initial_bytes_and_what_locks_leave() {
     assert_eq!(u32_at(&b, 24), 0, "state word");
     assert_eq!(u32_at(&b, 28), 0, "drain word");
     assert_eq!(u32_at(&b, 32), 0, "high-water mark");
+    assert_eq!(u32_at(&b, 36), 0, "slot a draining writer waits for");
     assert_eq!(u32_at(&b, 40), MAGIC, "writer mutex header");
     assert_eq!(u32_at(&b, 44), Kind::Mutex as u32);
     assert_eq!(u64_at(&b, 104), 0, "reclaim count");
