@@ -60,6 +60,8 @@ pub enum Kind {
     Region = 5,
     /// A semaphore with a lease table.
     LeasedSemaphore = 6,
+    /// [`crate::RobustRwLock`].
+    RwLock = 7,
 }
 
 impl Kind {
@@ -72,6 +74,7 @@ impl Kind {
             4 => Kind::SeqLock,
             5 => Kind::Region,
             6 => Kind::LeasedSemaphore,
+            7 => Kind::RwLock,
             _ => return None,
         })
     }
@@ -85,6 +88,7 @@ impl Kind {
             Kind::SeqLock => "seqlock",
             Kind::Region => "region",
             Kind::LeasedSemaphore => "leased semaphore",
+            Kind::RwLock => "rwlock",
         }
     }
 }
