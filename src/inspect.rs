@@ -11,9 +11,12 @@ use core::fmt;
 use std::time::Duration;
 
 pub mod probe;
+mod rwlock;
+pub use rwlock::RWLOCK_SLOT_COUNTS;
 
 pub use crate::header::{FORMAT, FORMAT_VERSION, MAGIC};
 pub use crate::region::EntryInfo;
+pub use crate::rwlock::{RawRobustRwLock, ReaderInfo};
 pub use crate::seqlock::SeqLockView;
 
 use crate::error::Result;
@@ -673,6 +676,7 @@ fn inspect_object(region: &Region, e: EntryInfo) -> Result<ObjectReport> {
                 facts,
             )
         }
+        Kind::RwLock => rwlock::inspect(region, &e)?,
         other => (format!("{other} (no inspector)"), false, Vec::new()),
     };
     Ok(ObjectReport {
@@ -710,8 +714,10 @@ impl ObjectRecovery {
 /// Always: a table claim held by a dead process is freed; a mutex whose dead owner the
 /// kernel never marked is marked owner-died ([`RawRobustMutex::release_dead_owner`]);
 /// the permits of dead lease holders are reclaimed; a seqlock whose writer died is
-/// repaired. With [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked
-/// (without waiting) and marked consistent with their data as it is.
+/// repaired; the reader slots of dead readers of a reader-writer lock are freed. With
+/// [`RecoverOptions::mark_consistent`]: owner-died mutexes are locked (without
+/// waiting) and marked consistent with their data as it is, and so is a reader-writer
+/// lock's data that a dead writer left (its write lock is waited for up to the bound).
 ///
 /// Never blocks past [`RecoverOptions::wait`] per object: an internal lock held by a
 /// live process (stopped, or stuck) makes that object [`Outcome::Unreachable`], named
@@ -878,6 +884,7 @@ fn recover_object(
                 Err(err) => o.step(Outcome::Unreachable, format!("could not repair: {err}")),
             }
         }
+        Kind::RwLock => rwlock::recover(region, e, opts, o)?,
         _ => {}
     }
     Ok(())

@@ -31,6 +31,8 @@ pub enum Kind {
     Region = 5,
     /// A semaphore with a lease table.
     LeasedSemaphore = 6,
+    /// [`crate::RobustRwLock`].
+    RwLock = 7,
 }
 
 impl Kind {
@@ -43,6 +45,7 @@ impl Kind {
             4 => Kind::SeqLock,
             5 => Kind::Region,
             6 => Kind::LeasedSemaphore,
+            7 => Kind::RwLock,
             _ => return None,
         })
     }
@@ -56,6 +59,7 @@ impl Kind {
             Kind::SeqLock => "seqlock",
             Kind::Region => "region",
             Kind::LeasedSemaphore => "leased semaphore",
+            Kind::RwLock => "rwlock",
         }
     }
 }

@@ -17,6 +17,9 @@
 //!   records who holds permits so `reclaim_dead()` returns those of dead processes.
 //! - [`SeqLock<T>`]: readers never write shared memory and never see a torn value, even
 //!   when a writer is killed mid-write (two copies, robust writer lock).
+//! - [`RobustRwLock<T>`]: a reader-writer lock whose readers register in per-thread
+//!   slots (reads scale with cores); a writer reclaims the slots of dead readers, and a
+//!   dead writer's data is repaired by the next writer while readers are refused.
 //! - [`inspect`]: the operator and tooling surface — region and object reports,
 //!   recovery, finding and verifying regions ([`inspect::probe`]), the table entries
 //!   and format constants: what the `shmsync` tool prints and does.
@@ -109,6 +112,7 @@ mod raw_mutex;
 #[cfg(not(shmsync_loom))]
 #[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
 mod region;
+mod rwlock;
 mod segment;
 mod semaphore;
 mod seqlock;
@@ -135,6 +139,10 @@ pub use process::{Liveness, ProcessIdentity};
 pub use raw_mutex::{Acquired, MutexState, MutexWord, RawLockError, RawRobustMutex};
 #[cfg(not(shmsync_loom))]
 pub use region::{Location, Region, RegionOptions};
+pub use rwlock::{
+    OwnerDiedWriteGuard, ReadGuard, RobustRwLock, RwLockError, WriteError, WriteGuard,
+    DEFAULT_READER_SLOTS, READER_CHECK,
+};
 pub use segment::{ftok, Backing, Segment};
 pub use semaphore::{SemError, Semaphore};
 pub use seqlock::{SeqLock, SeqLockError, SeqLockState, WriteOutcome};

@@ -31,6 +31,8 @@ mod mutexes;
 mod queue;
 #[path = "chaos/region.rs"]
 mod region;
+#[path = "chaos/rwlock.rs"]
+mod rwlock;
 #[path = "chaos/semaphore.rs"]
 mod semaphore;
 #[path = "chaos/seqlock.rs"]
@@ -46,6 +48,8 @@ fn child_role() {
         ("permit_worker", semaphore::permit_worker),
         ("seq_writer", seqlock::seq_writer),
         ("seq_reader", seqlock::seq_reader),
+        ("rw_writer", rwlock::rw_writer),
+        ("rw_reader", rwlock::rw_reader),
     ]);
 }
 
@@ -83,4 +87,10 @@ fn stress_chaos_semaphore() {
 #[ignore = "stress: run by scripts/test.sh in release"]
 fn stress_chaos_seqlock() {
     seqlock::stress_chaos_seqlock();
+}
+
+#[test]
+#[ignore = "stress: run by scripts/test.sh in release"]
+fn stress_chaos_rwlock() {
+    rwlock::stress_chaos_rwlock();
 }

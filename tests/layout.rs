@@ -8,6 +8,8 @@ mod common;
 mod foundation;
 #[path = "layout/mutex.rs"]
 mod mutex;
+#[path = "layout/rwlock.rs"]
+mod rwlock;
 #[path = "layout/semaphore.rs"]
 mod semaphore;
 #[path = "layout/seqlock.rs"]

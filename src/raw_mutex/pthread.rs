@@ -301,7 +301,7 @@ impl RawRobustMutex {
     }
 
     /// The spin of [`lock_contended`](Self::lock_contended): up to `LOCK_SPIN_ROUNDS`
-    /// pauses watching glibc's lock word, a `trylock` whenever it reads free. `None`
+    /// pauses watching glibc's lock word, a `trylock` whenever it reads free twice. `None`
     /// when the spin ended without acquiring (or failing).
     #[cfg(target_env = "gnu")]
     #[inline(always)]
@@ -316,7 +316,17 @@ impl RawRobustMutex {
             spun += gap;
             // SAFETY: glibc's `__lock`, the first word of the mapped, aligned mutex,
             // only ever accessed atomically.
-            if unsafe { crate::sync::peek_u32(word) } & FUTEX_TID_MASK == 0 {
+            let free = || (unsafe { crate::sync::peek_u32(word) }) & FUTEX_TID_MASK == 0;
+            // Free twice, a few pauses apart: a holder that re-locks at once is
+            // left alone (its `trylock` beats ours anyway, and each lost race
+            // costs both a line transfer and the next hand-off), a released lock
+            // is taken.
+            if free() && {
+                for _ in 0..LOCK_SPIN_CONFIRM {
+                    crate::sync::spin_hint();
+                }
+                free()
+            } {
                 match self.try_lock() {
                     Err(RawLockError::WouldBlock) => {}
                     acquired_or_error => return Some(acquired_or_error),
@@ -648,6 +658,10 @@ const LOCK_SPIN_ROUNDS: u32 = 256;
 /// longest a watcher may overlook a release (about 0.5 µs on the reference machine).
 #[cfg(target_env = "gnu")]
 const LOCK_SPIN_MAX_GAP: u32 = 16;
+/// Pauses between the two looks that must both see the lock free before a watcher
+/// tries to take it.
+#[cfg(target_env = "gnu")]
+const LOCK_SPIN_CONFIRM: u32 = 4;
 
 /// glibc's `__kind` for the mutex `init_pthread` makes: `PTHREAD_MUTEX_ERRORCHECK_NP`
 /// (2) | `PTHREAD_MUTEX_ROBUST_NORMAL_NP` (16) | `PTHREAD_MUTEX_PSHARED_BIT` (128).

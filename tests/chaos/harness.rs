@@ -446,3 +446,25 @@ pub(crate) fn release_patiently<const SLOTS: usize>(mut permit: shmsync::Permit<
     }
     permit.release().expect("release");
 }
+
+pub(crate) fn plan_fail_static(msg: &str) -> ! {
+    panic!("chaos seqlock FAILED: {msg}");
+}
+
+/// Reader statistics (readers publish them now and then).
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
+pub(crate) struct ReadStats {
+    pub(crate) reads: u64,
+    pub(crate) max_version: u64,
+}
+
+pub(crate) fn add_stats(m: &RobustMutex<ReadStats>, reads: u64, version: u64) {
+    let mut g = match m.lock_timeout(CHILD_BOUND) {
+        Ok(g) => g,
+        Err(LockError::OwnerDied(g)) => g.make_consistent(),
+        Err(e) => panic!("stats: {e}"),
+    };
+    g.reads += reads;
+    g.max_version = g.max_version.max(version);
+}

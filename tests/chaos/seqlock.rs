@@ -41,24 +41,7 @@ impl Rec {
     }
 }
 
-/// Reader statistics (readers publish them now and then).
-#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
-#[repr(C)]
-pub(crate) struct ReadStats {
-    pub(crate) reads: u64,
-    pub(crate) max_version: u64,
-}
 shmsync::shared_type!(ReadStats = "chaos.ReadStats", fields: reads, max_version);
-
-pub(crate) fn add_stats(m: &RobustMutex<ReadStats>, reads: u64, version: u64) {
-    let mut g = match m.lock_timeout(CHILD_BOUND) {
-        Ok(g) => g,
-        Err(LockError::OwnerDied(g)) => g.make_consistent(),
-        Err(e) => panic!("stats: {e}"),
-    };
-    g.reads += reads;
-    g.max_version = g.max_version.max(version);
-}
 
 /// Child: writes forever (read-modify-write of the record); now and then stops halfway
 /// through a write (`__test_write_partial`) and SIGKILLs itself.
@@ -239,8 +222,4 @@ pub(crate) fn stress_chaos_seqlock() {
     drop(region);
     drop(name);
     assert_no_leftovers();
-}
-
-pub(crate) fn plan_fail_static(msg: &str) -> ! {
-    panic!("chaos seqlock FAILED: {msg}");
 }

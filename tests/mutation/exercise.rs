@@ -73,15 +73,16 @@ pub const MUTEX_PTHREAD: usize = 24;
 /// glibc's `int __kind` inside `pthread_mutex_t` (after `__lock`, `__count`, `__owner`,
 /// `__nusers`) on 64-bit targets.
 pub const GLIBC_KIND: usize = 16;
-/// Offset of the counter inside a `SeqLock`.
-const SEQLOCK_SEQ: usize = 24;
+/// Offset of the counter inside a `SeqLock` (after its header, writer lock and the gap
+/// that keeps readers off the writer lock's cache lines).
+const SEQLOCK_SEQ: usize = 152;
 
 /// Offsets of the `RawRobustMutex`es inside an object of [`KINDS`] index `kind`.
 pub fn mutex_offsets(kind: usize) -> &'static [usize] {
     match kind {
         0 | 1 => &[0],
         4 | 5 => &[24],
-        6 | 7 => &[32],
+        6 | 7 => &[24],
         _ => &[],
     }
 }
@@ -552,7 +553,7 @@ pub fn die_holding(region: &Region) -> shmsync::Result<()> {
     let _ = region.get::<Semaphore>("semaphore")?.try_wait();
     let seq = region.get::<SeqLock<SeqData>>("seqlock")?;
     let _ = seq.writer_lock().lock();
-    // SAFETY: the counter is the AtomicU64 at offset 24 of the seqlock, whose writer
+    // SAFETY: the counter is the AtomicU64 at SEQLOCK_SEQ in the seqlock, whose writer
     // lock this thread holds; making it odd is what a writer's first store does.
     unsafe {
         counter(seq as *const SeqLock<SeqData> as *mut u8, SEQLOCK_SEQ)
@@ -587,9 +588,28 @@ pub fn seed_images(
     assert_eq!(region.segment().len(), REGION_LEN);
     populate(region)?;
     let entries = region.entries()?;
+    let base = region.segment().as_ptr();
+    // The offsets above are the layout's: check them against real objects, so a layout
+    // change cannot leave the mutations aimed at the wrong bytes.
+    let word_at = |at: usize| {
+        // SAFETY: `at` lies inside the region, 4-aligned; nothing writes it meanwhile.
+        unsafe { base.add(at).cast::<u32>().read() }
+    };
+    let seq = region.get::<SeqLock<SeqData>>("seqlock")?;
+    seq.write(|v| v[0] ^= 1)?;
+    let seq_at = seq as *const SeqLock<SeqData> as usize - base as usize + SEQLOCK_SEQ;
+    // SAFETY: the counter lies inside the region, 8-aligned; no writer runs meanwhile.
+    let raw_seq = unsafe { base.add(seq_at).cast::<u64>().read() };
+    assert_eq!(raw_seq >> 1, seq.sequence(), "SEQLOCK_SEQ is stale");
+    assert_ne!(seq.sequence(), 0);
+    let raw = entries.iter().find(|e| e.name == "raw").expect("populated");
+    let kind_word = word_at(raw.offset as usize + MUTEX_PTHREAD + GLIBC_KIND);
+    assert_ne!(kind_word, 0, "GLIBC_KIND or MUTEX_PTHREAD is stale");
     for (name, kind) in OBJECTS {
         let e = entries.iter().find(|e| e.name == name).expect("populated");
         for off in mutex_offsets(kind) {
+            let at = e.offset as usize + off + MUTEX_PTHREAD + GLIBC_KIND;
+            assert_eq!(word_at(at), kind_word, "mutex_offsets({kind}) is stale");
             let tag = e.offset as usize + off + MUTEX_NS_TAG;
             // SAFETY: the tag word lies inside the object; nothing holds the mutex.
             unsafe { region.segment().as_ptr().add(tag).cast::<u32>().write(0) };

@@ -1,0 +1,324 @@
+//! What the harness measures: three protocols (a lock guarding a counter, a counting
+//! semaphore, a reader-writer cell of 64 bytes) and their shmsync and glibc
+//! implementations. Peers implement the same traits in `crate::peers`.
+//!
+//! Every object lives in a shared mapping made before the harness forks, so all
+//! processes use the same object. Where a library keeps the protected value apart from
+//! its lock (glibc, Boost), the value sits right after the lock, as in a C struct.
+
+use std::mem::MaybeUninit;
+
+use shmsync::{RobustMutex, Semaphore, SeqLock};
+
+use crate::harness::shared;
+
+/// The reader-writer payload: 64 bytes, written as eight equal words so that a reader
+/// can tell a torn value.
+pub type Payload = [u64; 8];
+
+/// A process-shared lock guarding a `u64` counter.
+pub trait Lock: Sync + 'static {
+    /// Locks, adds one to the counter, unlocks.
+    fn bump(&self);
+    /// The counter, read under the lock.
+    fn total(&self) -> u64;
+}
+
+/// A process-shared counting (or, for events, binary) semaphore.
+pub trait Sem: Sync + 'static {
+    /// Adds a permit, waking a waiter.
+    fn post(&self);
+    /// Takes a permit, waiting for one.
+    fn wait(&self);
+}
+
+/// A process-shared cell a writer replaces and readers copy.
+pub trait Rw: Sync + 'static {
+    /// Replaces the payload (exclusive with readers).
+    fn write(&self, v: &Payload);
+    /// Copies the payload; never a torn value.
+    fn read(&self) -> Payload;
+}
+
+/// Makes one fresh object in shared memory, or says why it cannot.
+pub type Make<T> = fn() -> Result<&'static T, String>;
+
+/// One implementation of a protocol: a short id (for `op` and the callgrind script),
+/// the name printed in tables, and its constructor.
+pub struct Contender<T: ?Sized + 'static> {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub make: Make<T>,
+}
+
+/// Receives every implementation the binary was built with; the harness's measurements
+/// implement it to collect the ones they time. Generic so that each measurement loop
+/// is compiled per implementation, with no dynamic dispatch inside it.
+pub trait Visit {
+    fn lock<L: Lock>(&mut self, _c: Contender<L>) {}
+    /// `gives_way`: whether a waiter ever gives up its CPU (sleeps or yields). A pure
+    /// spinner does not, so it is not run oversubscribed.
+    fn sem<S: Sem>(&mut self, _c: Contender<S>, _gives_way: bool) {}
+    fn rw<R: Rw>(&mut self, _c: Contender<R>) {}
+}
+
+/// Every implementation: shmsync, glibc, then the peers that were built.
+pub fn visit_all(v: &mut impl Visit) {
+    v.lock(Contender {
+        id: "shmsync",
+        name: "shmsync RobustMutex",
+        make: ShmsyncMutex::make,
+    });
+    v.lock(Contender {
+        id: "glibc-robust",
+        name: "glibc robust pthread_mutex_t",
+        make: GlibcMutex::make_robust,
+    });
+    v.lock(Contender {
+        id: "glibc",
+        name: "glibc plain pthread_mutex_t",
+        make: GlibcMutex::make_plain,
+    });
+    v.sem(
+        Contender {
+            id: "shmsync",
+            name: "shmsync Semaphore",
+            make: ShmsyncSem::make,
+        },
+        true,
+    );
+    v.sem(
+        Contender {
+            id: "glibc",
+            name: "glibc sem_t",
+            make: GlibcSem::make,
+        },
+        true,
+    );
+    v.rw(Contender {
+        id: "shmsync",
+        name: "shmsync SeqLock",
+        make: ShmsyncSeqLock::make,
+    });
+    v.rw(Contender {
+        id: "glibc",
+        name: "glibc pthread_rwlock_t",
+        make: GlibcRwLock::make,
+    });
+    crate::peers::visit(v);
+}
+
+/// Places a `T` with an `init_at`-style constructor in its own shared mapping.
+fn place<T>(
+    init: impl FnOnce(*mut T) -> shmsync::Result<&'static T>,
+) -> Result<&'static T, String> {
+    init(shared::<T>()).map_err(|e| e.to_string())
+}
+
+/// A lock word (any library's) followed by the value it guards, as in a C struct.
+#[repr(C)]
+pub struct Guarded<L, V> {
+    pub lock: L,
+    pub value: V,
+}
+
+// ---------------------------------------------------------------------------------
+// shmsync
+
+pub struct ShmsyncMutex(&'static RobustMutex<u64>);
+
+impl ShmsyncMutex {
+    fn make() -> Result<&'static Self, String> {
+        // SAFETY: a fresh shared mapping, exclusive during init and leaked.
+        let m = place(|p| unsafe { RobustMutex::init_at(p, 0u64) })?;
+        Ok(Box::leak(Box::new(ShmsyncMutex(m))))
+    }
+}
+
+impl Lock for ShmsyncMutex {
+    #[inline]
+    fn bump(&self) {
+        *self.0.lock().unwrap_or_else(|_| panic!("lock")) += 1;
+    }
+    fn total(&self) -> u64 {
+        *self.0.lock().unwrap_or_else(|_| panic!("lock"))
+    }
+}
+
+pub struct ShmsyncSem(&'static Semaphore);
+
+impl ShmsyncSem {
+    fn make() -> Result<&'static Self, String> {
+        // SAFETY: a fresh shared mapping, exclusive during init and leaked.
+        let s = place(|p| unsafe { Semaphore::init_at(p, 0) })?;
+        Ok(Box::leak(Box::new(ShmsyncSem(s))))
+    }
+}
+
+impl Sem for ShmsyncSem {
+    #[inline]
+    fn post(&self) {
+        self.0.post().expect("post");
+    }
+    #[inline]
+    fn wait(&self) {
+        self.0.wait();
+    }
+}
+
+pub struct ShmsyncSeqLock(&'static SeqLock<Payload>);
+
+impl ShmsyncSeqLock {
+    fn make() -> Result<&'static Self, String> {
+        // SAFETY: a fresh shared mapping, exclusive during init and leaked.
+        let s = place(|p| unsafe { SeqLock::init_at(p, [0u64; 8]) })?;
+        Ok(Box::leak(Box::new(ShmsyncSeqLock(s))))
+    }
+}
+
+impl Rw for ShmsyncSeqLock {
+    #[inline]
+    fn write(&self, v: &Payload) {
+        self.0.store(*v).expect("store");
+    }
+    #[inline]
+    fn read(&self) -> Payload {
+        self.0.read()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// glibc
+
+pub struct GlibcMutex(*mut Guarded<libc::pthread_mutex_t, u64>);
+
+// SAFETY: the pointee is a process-shared pthread mutex and the counter it guards; the
+// counter is touched only under the mutex.
+unsafe impl Sync for GlibcMutex {}
+
+impl GlibcMutex {
+    fn make(robust: bool) -> Result<&'static Self, String> {
+        let g = shared::<Guarded<libc::pthread_mutex_t, u64>>();
+        let mut a = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+        // SAFETY: standard attribute initialization on valid storage; `g` is a fresh
+        // shared mapping nothing else uses yet.
+        let rc = unsafe {
+            libc::pthread_mutexattr_init(a.as_mut_ptr());
+            libc::pthread_mutexattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            if robust {
+                libc::pthread_mutexattr_setrobust(a.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+            }
+            let rc = libc::pthread_mutex_init(&mut (*g).lock, a.as_ptr());
+            libc::pthread_mutexattr_destroy(a.as_mut_ptr());
+            rc
+        };
+        if rc != 0 {
+            return Err(format!("pthread_mutex_init: error {rc}"));
+        }
+        Ok(Box::leak(Box::new(GlibcMutex(g))))
+    }
+    fn make_robust() -> Result<&'static Self, String> {
+        Self::make(true)
+    }
+    fn make_plain() -> Result<&'static Self, String> {
+        Self::make(false)
+    }
+}
+
+impl Lock for GlibcMutex {
+    #[inline]
+    fn bump(&self) {
+        // SAFETY: an initialized pshared mutex; the counter is touched only under it.
+        unsafe {
+            libc::pthread_mutex_lock(&mut (*self.0).lock);
+            (*self.0).value += 1;
+            libc::pthread_mutex_unlock(&mut (*self.0).lock);
+        }
+    }
+    fn total(&self) -> u64 {
+        // SAFETY: as in `bump`.
+        unsafe {
+            libc::pthread_mutex_lock(&mut (*self.0).lock);
+            let v = (*self.0).value;
+            libc::pthread_mutex_unlock(&mut (*self.0).lock);
+            v
+        }
+    }
+}
+
+pub struct GlibcSem(*mut libc::sem_t);
+
+// SAFETY: the pointee is a process-shared semaphore, safe to use from any thread.
+unsafe impl Sync for GlibcSem {}
+
+impl GlibcSem {
+    fn make() -> Result<&'static Self, String> {
+        let s = shared::<libc::sem_t>();
+        // SAFETY: fresh shared storage; pshared = 1.
+        if unsafe { libc::sem_init(s, 1, 0) } != 0 {
+            return Err(format!("sem_init: {}", std::io::Error::last_os_error()));
+        }
+        Ok(Box::leak(Box::new(GlibcSem(s))))
+    }
+}
+
+impl Sem for GlibcSem {
+    #[inline]
+    fn post(&self) {
+        // SAFETY: an initialized pshared semaphore.
+        unsafe { libc::sem_post(self.0) };
+    }
+    #[inline]
+    fn wait(&self) {
+        // SAFETY: as in `post`. EINTR is retried.
+        unsafe { while libc::sem_wait(self.0) != 0 {} }
+    }
+}
+
+pub struct GlibcRwLock(*mut Guarded<libc::pthread_rwlock_t, Payload>);
+
+// SAFETY: the pointee is a process-shared rwlock and the payload it guards; the payload
+// is read under the read lock and written under the write lock.
+unsafe impl Sync for GlibcRwLock {}
+
+impl GlibcRwLock {
+    fn make() -> Result<&'static Self, String> {
+        let g = shared::<Guarded<libc::pthread_rwlock_t, Payload>>();
+        let mut a = MaybeUninit::<libc::pthread_rwlockattr_t>::uninit();
+        // SAFETY: standard attribute initialization on valid storage; `g` is fresh.
+        let rc = unsafe {
+            libc::pthread_rwlockattr_init(a.as_mut_ptr());
+            libc::pthread_rwlockattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+            let rc = libc::pthread_rwlock_init(&mut (*g).lock, a.as_ptr());
+            libc::pthread_rwlockattr_destroy(a.as_mut_ptr());
+            rc
+        };
+        if rc != 0 {
+            return Err(format!("pthread_rwlock_init: error {rc}"));
+        }
+        Ok(Box::leak(Box::new(GlibcRwLock(g))))
+    }
+}
+
+impl Rw for GlibcRwLock {
+    #[inline]
+    fn write(&self, v: &Payload) {
+        // SAFETY: an initialized pshared rwlock; the payload is written under the write
+        // lock.
+        unsafe {
+            libc::pthread_rwlock_wrlock(&mut (*self.0).lock);
+            std::ptr::write(&mut (*self.0).value, *v);
+            libc::pthread_rwlock_unlock(&mut (*self.0).lock);
+        }
+    }
+    #[inline]
+    fn read(&self) -> Payload {
+        // SAFETY: as in `write`; the payload is read under the read lock.
+        unsafe {
+            libc::pthread_rwlock_rdlock(&mut (*self.0).lock);
+            let v = std::ptr::read(&(*self.0).value);
+            libc::pthread_rwlock_unlock(&mut (*self.0).lock);
+            v
+        }
+    }
+}
