@@ -1,63 +1,5 @@
 //! [`RobustRwLock<T>`]: a process-shared reader-writer lock whose dead readers and
 //! writers never wedge anyone.
-//!
-//! # Design
-//!
-//! * **Writers** are serialized by a [`RawRobustMutex`]. A writer that holds it sets
-//!   the `WRITER` bit of the lock's state word, then *drains* the readers: it waits
-//!   until every reader slot is free. Writer preference: once `WRITER` is set, no new
-//!   reader gets in, so a steady stream of readers cannot starve a writer (a steady
-//!   stream of writers can starve readers: pick this lock for read-mostly data).
-//! * **Readers** register in a fixed table of `SLOTS` slots, each on its own 64-byte
-//!   cache line: a read lock is one compare-and-swap that writes the reader's thread id
-//!   into a free slot (the one the thread used last, else the lowest free one), a store
-//!   of its process identity beside it, and a load of the state word; unlocking clears
-//!   the slot. Readers in different processes write different cache lines and share
-//!   only the state word, which they read, so the read path scales with cores. A
-//!   high-water mark of the slots ever used (raised by a reader only the first time it
-//!   takes a higher slot) limits a writer's drain to the slots in use.
-//! * The reader's slot claim and the writer's `WRITER` store are each followed by a
-//!   load of the other side's word (sequentially consistent, a Dekker pair): either
-//!   the reader sees `WRITER` and backs out, or the writer's drain sees the slot.
-//! * **Sleeping**: readers that find `WRITER` spin briefly (the crate's adaptive
-//!   policy), then sleep on the state word until the writer unlocks; the draining
-//!   writer spins, then sleeps on a separate `drain` word that only the reader it
-//!   waits for bumps when it leaves (or a reclaim of that reader's slot).
-//!   Every sleep is capped (at [`MAX_SLEEP`](crate::futex::MAX_SLEEP), the drain at
-//!   [`READER_CHECK`]), so a process killed between a state change and its wake-up
-//!   delays a sleeper, never strands it. A reader that finds every slot taken (more
-//!   than `SLOTS` threads reading at once) polls every millisecond instead, and
-//!   reclaims dead holders' slots every [`READER_CHECK`] meanwhile.
-//!
-//! # Dead readers
-//!
-//! A slot records the reader's thread id, a per-slot claim sequence (so a slot is
-//! never confused with a later claim of the same slot), and the reader process's
-//! packed [`ProcessIdentity`](crate::ProcessIdentity) (pid, start time, pid namespace). A writer whose drain
-//! finds a slot still held after spinning checks the holder every [`READER_CHECK`]
-//! (50 ms): the slot is reclaimed when the holder is proven dead — its process is gone
-//! or its pid now names another process (a reused pid is never taken for the reader),
-//! or its thread has exited although the process runs, or its thread id now belongs to
-//! another process. A live holder, also a stopped one (`SIGSTOP`, a debugger), is never
-//! reclaimed: the writer's timeout applies. A holder whose liveness cannot be read
-//! ([`Liveness::Unknown`]: another pid namespace, `/proc` unreadable) is treated as
-//! alive. So a writer proceeds at most [`READER_CHECK`] plus the `/proc` reads (a few
-//! tens of microseconds per held slot) after the death of the last reader it waits for.
-//!
-//! # Dead writers
-//!
-//! A writer killed while holding (or draining for) the write lock leaves the robust
-//! mutex owner-died. The next writer gets [`WriteError::OwnerDied`] holding the write
-//! lock, repairs the data, and calls [`OwnerDiedWriteGuard::make_consistent`]; dropping
-//! that guard instead makes the lock permanently [`RwLockError::NotRecoverable`] (until
-//! [`RobustRwLock::reinit`]), as for [`crate::RobustMutex`]. Until a writer repairs,
-//! readers get [`RwLockError::Inconsistent`] — at once when they arrive, and within
-//! [`MAX_SLEEP`](crate::futex::MAX_SLEEP) when they were already waiting — and never see
-//! the half-written data. What a reader may do then: take the write lock itself (it
-//! gets `OwnerDied` and may repair), or retry later, e.g. in a loop with its own
-//! deadline, until a writer has repaired. A writer killed after releasing its readers
-//! but before unlocking the mutex (an instant) makes the next writer repair data that
-//! is in fact consistent.
 
 use core::fmt;
 use core::marker::PhantomData;
@@ -560,7 +502,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         out
     }
 
-    /// Frees the slots of readers proven dead (see the [module docs](self)); returns how
+    /// Frees the slots of readers proven dead (see [`RobustRwLock`]: dead readers); returns how
     /// many. Live, stopped and unknown readers are left alone. Safe to call at any
     /// time, from any process, concurrently with everything else.
     pub fn reclaim_dead(&self) -> usize {
@@ -1148,8 +1090,67 @@ fn check_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
 }
 
 /// A reader-writer lock that lives in shared memory, protects a `T`, and survives the
-/// death of its readers and writers. See the [module documentation](self) for the
-/// design, what happens when a reader or writer dies, and the bounds.
+/// death of its readers and writers.
+///
+/// # Design
+///
+/// * **Writers** are serialized by a [`RawRobustMutex`]. A writer that holds it sets
+///   the `WRITER` bit of the lock's state word, then *drains* the readers: it waits
+///   until every reader slot is free. Writer preference: once `WRITER` is set, no new
+///   reader gets in, so a steady stream of readers cannot starve a writer (a steady
+///   stream of writers can starve readers: pick this lock for read-mostly data).
+/// * **Readers** register in a fixed table of `SLOTS` slots, each on its own 64-byte
+///   cache line: a read lock is one compare-and-swap that writes the reader's thread id
+///   into a free slot (the one the thread used last, else the lowest free one), a store
+///   of its process identity beside it, and a load of the state word; unlocking clears
+///   the slot. Readers in different processes write different cache lines and share
+///   only the state word, which they read, so the read path scales with cores. A
+///   high-water mark of the slots ever used (raised by a reader only the first time it
+///   takes a higher slot) limits a writer's drain to the slots in use.
+/// * The reader's slot claim and the writer's `WRITER` store are each followed by a
+///   load of the other side's word (sequentially consistent, a Dekker pair): either
+///   the reader sees `WRITER` and backs out, or the writer's drain sees the slot.
+/// * **Sleeping**: readers that find `WRITER` spin briefly (the crate's adaptive
+///   policy), then sleep on the state word until the writer unlocks; the draining
+///   writer spins, then sleeps on a separate `drain` word that only the reader it
+///   waits for bumps when it leaves (or a reclaim of that reader's slot).
+///   Every sleep is capped (at 500 ms, the drain at
+///   [`READER_CHECK`]), so a process killed between a state change and its wake-up
+///   delays a sleeper, never strands it. A reader that finds every slot taken (more
+///   than `SLOTS` threads reading at once) polls every millisecond instead, and
+///   reclaims dead holders' slots every [`READER_CHECK`] meanwhile.
+///
+/// # Dead readers
+///
+/// A slot records the reader's thread id, a per-slot claim sequence (so a slot is
+/// never confused with a later claim of the same slot), and the reader process's
+/// packed [`ProcessIdentity`](crate::ProcessIdentity) (pid, start time, pid namespace). A writer whose drain
+/// finds a slot still held after spinning checks the holder every [`READER_CHECK`]
+/// (50 ms): the slot is reclaimed when the holder is proven dead — its process is gone
+/// or its pid now names another process (a reused pid is never taken for the reader),
+/// or its thread has exited although the process runs, or its thread id now belongs to
+/// another process. A live holder, also a stopped one (`SIGSTOP`, a debugger), is never
+/// reclaimed: the writer's timeout applies. A holder whose liveness cannot be read
+/// ([`Liveness::Unknown`]: another pid namespace, `/proc` unreadable) is treated as
+/// alive. So a writer proceeds at most [`READER_CHECK`] plus the `/proc` reads (a few
+/// tens of microseconds per held slot) after the death of the last reader it waits for.
+///
+/// # Dead writers
+///
+/// A writer killed while holding (or draining for) the write lock leaves the robust
+/// mutex owner-died. The next writer gets [`WriteError::OwnerDied`] holding the write
+/// lock, repairs the data, and calls [`OwnerDiedWriteGuard::make_consistent`]; dropping
+/// that guard instead makes the lock permanently [`RwLockError::NotRecoverable`] (until
+/// [`RobustRwLock::reinit`]), as for [`crate::RobustMutex`]. Until a writer repairs,
+/// readers get [`RwLockError::Inconsistent`] — at once when they arrive, and within
+/// 500 ms when they were already waiting — and never see
+/// the half-written data. What a reader may do then: take the write lock itself (it
+/// gets `OwnerDied` and may repair), or retry later, e.g. in a loop with its own
+/// deadline, until a writer has repaired. A writer killed after releasing its readers
+/// but before unlocking the mutex (an instant) makes the next writer repair data that
+/// is in fact consistent.
+///
+/// # Use
 ///
 /// Readers in any number of processes (up to `SLOTS` threads at once, default
 /// [`DEFAULT_READER_SLOTS`]) share the lock; a writer excludes everyone. Writers are
