@@ -40,6 +40,9 @@ fn child_role() {
 fn die_holding(args: &[String]) {
     let region = Region::open(&Location::parse(&args[0]).unwrap()).unwrap();
     exercise::die_holding(&region).unwrap();
+    // Mapped until the process exits, as a killed holder's would be: the kernel marks
+    // the held robust mutexes owner-died at exit only where it can still reach them.
+    std::mem::forget(region);
 }
 
 /// The seed images (see `exercise::seed_images`), built once per test process; the
@@ -252,8 +255,8 @@ fn hostile_object_bytes_yield_errors_only() {
         h.region(rng.below(2) == 0);
     });
     let Some(t) = reached else { return };
-    for (kind, n) in t.attached.iter().take(OBJECTS.len()).enumerate() {
-        assert!(*n > 0, "no {} attached: {t:?}", KINDS[kind]);
+    for (_, kind) in OBJECTS {
+        assert!(t.attached[kind] > 0, "no {} attached: {t:?}", KINDS[kind]);
     }
     assert!(t.locked > 0 && t.inspected > 0 && t.dry_runs > 0, "{t:?}");
 }
@@ -348,5 +351,5 @@ fn glibc_words_that_once_crashed_the_fuzzer_are_refused_or_survived() {
             }
         }
     }
-    assert!(refused >= 4 * 5, "too few objects with mutexes: {refused}");
+    assert!(refused >= 4 * 7, "too few objects with mutexes: {refused}");
 }
