@@ -353,3 +353,50 @@ fn glibc_words_that_once_crashed_the_fuzzer_are_refused_or_survived() {
     }
     assert!(refused >= 4 * 7, "too few objects with mutexes: {refused}");
 }
+
+/// The seed corpus in the repository (`fuzz/corpus/`, written by
+/// `fuzz/examples/make-corpus.rs`) is in the current on-segment format: every object
+/// input attaches as its kind and every region opens with a readable table, so fuzzing
+/// starts past the format checks rather than at them.
+#[test]
+fn seed_corpus_is_in_the_current_format() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let regenerate = "regenerate it: cd fuzz && rm -r corpus && cargo run --example make-corpus";
+    let mut h = Harness::new();
+    let mut seen = 0;
+    for target in ["objects", "region_observer", "region_initializer"] {
+        let mut files: Vec<_> = std::fs::read_dir(dir.join(target))
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.join(target).display()))
+            .map(|e| e.expect("a corpus entry").path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no seeds for {target}");
+        for path in files {
+            let bytes = std::fs::read(&path).expect("a corpus file");
+            let before = h.tally.clone();
+            if target == "objects" {
+                let (&selector, object) = bytes.split_first().expect("a selector byte");
+                let kind = usize::from(selector) % KINDS.len();
+                h.object(selector, object);
+                assert_eq!(
+                    h.tally.attached[kind],
+                    before.attached[kind] + 1,
+                    "{} does not attach as {}; {regenerate}",
+                    path.display(),
+                    KINDS[kind]
+                );
+            } else {
+                h.load(&bytes);
+                h.region(target == "region_initializer");
+                assert_eq!(
+                    (h.tally.opened, h.tally.tables),
+                    (before.opened + 1, before.tables + 1),
+                    "{} does not open with its table; {regenerate}",
+                    path.display()
+                );
+            }
+            seen += 1;
+        }
+    }
+    eprintln!("{seen} seeds in {} attach or open", dir.display());
+}
