@@ -25,7 +25,7 @@ use shmsync::inspect::{self, RecoverOptions};
 use shmsync::RegionOptions;
 use shmsync::{
     Condvar, LeasedSemaphore, LockError, ProcessIdentity, RawRobustMutex, Region, RobustMutex,
-    Segment, Semaphore, SeqLock,
+    RobustRwLock, Segment, Semaphore, SeqLock, WriteError,
 };
 
 /// The payload of the seed regions' `RobustMutex`.
@@ -34,14 +34,17 @@ pub type Data = u64;
 pub type SeqData = [u64; 2];
 /// The seed regions' small lease table.
 pub type SmallLeased = LeasedSemaphore<4>;
+/// The seed regions' reader-writer lock (few reader slots, so it fits the objects' page).
+pub type RwLock = RobustRwLock<Data, 4>;
 
 /// Length of every seed region: the first page holds the header and table, the second
 /// the objects.
 pub const REGION_LEN: usize = 2 * 4096;
 
 /// The object kinds exercised, in selector order (the `objects` fuzz target's first
-/// byte, modulo the count, picks one).
-pub const KINDS: [&str; 8] = [
+/// byte, modulo the count, picks one; new kinds are appended, so a corpus keeps its
+/// meaning).
+pub const KINDS: [&str; 9] = [
     "RawRobustMutex",
     "RobustMutex<u64>",
     "Condvar",
@@ -50,10 +53,11 @@ pub const KINDS: [&str; 8] = [
     "LeasedSemaphore<64>",
     "SeqLock<[u64; 2]>",
     "SeqLockView",
+    "RobustRwLock<u64, 4>",
 ];
 
 /// The seed regions' objects: name and [`KINDS`] index.
-pub const OBJECTS: [(&str, usize); 7] = [
+pub const OBJECTS: [(&str, usize); 9] = [
     ("raw", 0),
     ("mutex", 1),
     ("condvar", 2),
@@ -61,6 +65,8 @@ pub const OBJECTS: [(&str, usize); 7] = [
     ("leased4", 4),
     ("leased", 5),
     ("seqlock", 6),
+    ("rwlock", 8),
+    ("rwlock-read", 8),
 ];
 
 /// Offset of the region header's init state word and of its claim word.
@@ -76,6 +82,9 @@ pub const GLIBC_KIND: usize = 16;
 /// Offset of the counter inside a `SeqLock` (after its header, writer lock and the gap
 /// that keeps readers off the writer lock's cache lines).
 const SEQLOCK_SEQ: usize = 152;
+/// Offset of the writer `RawRobustMutex` inside a `RobustRwLock` (after its header and
+/// four state words).
+const RWLOCK_WRITER: usize = 40;
 
 /// Offsets of the `RawRobustMutex`es inside an object of [`KINDS`] index `kind`.
 pub fn mutex_offsets(kind: usize) -> &'static [usize] {
@@ -83,6 +92,7 @@ pub fn mutex_offsets(kind: usize) -> &'static [usize] {
         0 | 1 => &[0],
         4 | 5 => &[24],
         6 | 7 => &[24],
+        8 => &[RWLOCK_WRITER],
         _ => &[],
     }
 }
@@ -98,7 +108,8 @@ pub fn kind_size(kind: usize) -> usize {
         4 => size_of::<SmallLeased>(),
         5 => size_of::<LeasedSemaphore>(),
         6 => size_of::<SeqLock<SeqData>>(),
-        _ => size_of::<SeqLockView>(),
+        7 => size_of::<SeqLockView>(),
+        _ => size_of::<RwLock>(),
     }
 }
 
@@ -111,7 +122,7 @@ pub struct Tally {
     /// Regions whose table read back.
     pub tables: u64,
     /// Objects attached, per [`KINDS`] index.
-    pub attached: [u64; 8],
+    pub attached: [u64; KINDS.len()],
     /// Objects created by `get_or_init` in an opened region.
     pub created: u64,
     /// Locks taken (clean or owner-died) and released.
@@ -225,10 +236,10 @@ impl Harness {
                 // A name the table holds twice (only corruption does that) means its
                 // first entry.
                 let first = entries.iter().find(|f| f.name == e.name).expect("itself");
-                for (kind, kind_name) in KINDS.iter().enumerate().take(OBJECTS.len()) {
+                for (_, kind) in OBJECTS {
                     if let Some(addr) = lookup(region, kind, &e.name) {
                         let at = base + first.offset as usize;
-                        assert_eq!(addr, at, "{first:?} as {kind_name}");
+                        assert_eq!(addr, at, "{first:?} as {}", KINDS[kind]);
                     }
                 }
             }
@@ -273,6 +284,7 @@ impl Harness {
                     shmsync::Kind::Semaphore => &[3],
                     shmsync::Kind::LeasedSemaphore => &[4, 5],
                     shmsync::Kind::SeqLock => &[6],
+                    shmsync::Kind::RwLock => &[8],
                     _ => &[],
                 };
                 for &kind in kinds {
@@ -310,13 +322,14 @@ impl Harness {
             3 => get!(Semaphore, 3).map(|s| self.semaphore(s)),
             4 => get!(SmallLeased, 3).map(|s| self.leased(s)),
             5 => get!(LeasedSemaphore, 5).map(|s| self.leased(s)),
-            _ => get!(SeqLock<SeqData>, [1, 2]).map(|s| self.seqlock(s)),
+            6 => get!(SeqLock<SeqData>, [1, 2]).map(|s| self.seqlock(s)),
+            _ => get!(RwLock, 9).map(|l| self.rwlock(l)),
         }
         .unwrap_or(());
     }
 
     /// Copies `bytes` (cut or zero-filled to the kind's size) to a page-aligned private
-    /// page, attaches it as [`KINDS`]`[selector % 8]`, and uses it.
+    /// page, attaches it as [`KINDS`]`[selector % KINDS.len()]`, and uses it.
     pub fn object(&mut self, selector: u8, bytes: &[u8]) {
         let kind = usize::from(selector) % KINDS.len();
         let size = kind_size(kind);
@@ -346,11 +359,12 @@ impl Harness {
             4 => attach!(SmallLeased).map(|s| self.leased(s)),
             5 => attach!(LeasedSemaphore).map(|s| self.leased(s)),
             6 => attach!(SeqLock<SeqData>).map(|s| self.seqlock(s)),
-            _ => attach!(SeqLockView).map(|v| {
+            7 => attach!(SeqLockView).map(|v| {
                 self.tally.attached[7] += 1;
                 let _ = (v.payload_size(), v.state().is_torn(), v.state().to_string());
                 assert_eq!(before, object_bytes(ptr, size), "SeqLockView reads");
             }),
+            _ => attach!(RwLock).map(|l| self.rwlock(l)),
         }
         .unwrap_or(());
     }
@@ -472,6 +486,58 @@ impl Harness {
         }
         let _ = s.repair(Instant::now());
     }
+
+    fn rwlock(&mut self, l: &RwLock) {
+        self.tally.attached[8] += 1;
+        let raw = l.raw();
+        let (ptr, size) = (
+            l as *const RwLock as *const u8,
+            core::mem::size_of::<RwLock>(),
+        );
+        let before = object_bytes(ptr, size);
+        let _ = (
+            raw.readers(),
+            raw.needs_repair(),
+            raw.is_not_recoverable(),
+            raw.reclaimed(),
+            raw.writer_state().to_string(),
+            format!("{l:?}"),
+        );
+        assert_eq!(before, object_bytes(ptr, size), "observing a rwlock");
+        if let Ok(guard) = l.try_read() {
+            self.tally.locked += 1;
+            let slot = shmsync::ReadGuard::slot(&guard);
+            let readers = raw.readers();
+            assert!(
+                readers.iter().any(|r| r.slot == slot),
+                "a read lock just taken is registered in slot {slot}: {readers:?}"
+            );
+            let _ = *guard;
+        }
+        drop(l.read_deadline(Instant::now()));
+        let mut written = None;
+        let mut write = |v: &mut Data| {
+            *v = v.wrapping_add(1);
+            written = Some(*v);
+        };
+        match l.try_write() {
+            Ok(mut guard) => write(&mut guard),
+            Err(WriteError::OwnerDied(repair)) => {
+                // Dropping it unrepaired leaves the lock not recoverable.
+                if *repair % 2 == 0 {
+                    write(&mut repair.make_consistent());
+                }
+            }
+            Err(WriteError::Failed(_)) => {}
+        }
+        if let Some(v) = written {
+            self.tally.locked += 1;
+            if let Ok(guard) = l.try_read() {
+                assert_eq!(*guard, v, "a read after a write returns it");
+            }
+        }
+        let _ = raw.reclaim_dead();
+    }
 }
 
 impl Default for Harness {
@@ -492,7 +558,8 @@ fn lookup(region: &Region, kind: usize, name: &str) -> Option<usize> {
         3 => addr(region.get::<Semaphore>(name)),
         4 => addr(region.get::<SmallLeased>(name)),
         5 => addr(region.get::<LeasedSemaphore>(name)),
-        _ => addr(region.get::<SeqLock<SeqData>>(name)),
+        6 => addr(region.get::<SeqLock<SeqData>>(name)),
+        _ => addr(region.get::<RwLock>(name)),
     }
 }
 
@@ -533,13 +600,20 @@ pub fn populate(region: &Region) -> shmsync::Result<()> {
     let seq = region.get_or_init::<SeqLock<SeqData>>("seqlock", [1, 2])?;
     seq.store([3, 4])
         .map_err(|_| shmsync::Error::TimedOut("seqlock store"))?;
+    for name in ["rwlock", "rwlock-read"] {
+        let rw = region.get_or_init::<RwLock>(name, 9)?;
+        *rw.write()
+            .map_err(|_| shmsync::Error::TimedOut("rwlock write"))? += 1;
+        drop(rw.read().map_err(shmsync::Error::from)?);
+    }
     Ok(())
 }
 
 /// Takes everything in a [`populate`]d region and leaves it taken, as a process killed
 /// in the middle of its work would: both mutexes and the seqlock's writer lock held
 /// (with the seqlock's counter odd, a write begun), permits leased, a semaphore permit
-/// taken, and the region's table claim. The caller's process must exit right after,
+/// taken, one rwlock's write lock held (its value changed, a write begun), the other's
+/// read lock held, and the region's table claim. The caller's process must exit right after,
 /// without unlocking anything.
 pub fn die_holding(region: &Region) -> shmsync::Result<()> {
     let _ = region.get::<RawRobustMutex>("raw")?.lock();
@@ -559,6 +633,17 @@ pub fn die_holding(region: &Region) -> shmsync::Result<()> {
         counter(seq as *const SeqLock<SeqData> as *mut u8, SEQLOCK_SEQ)
             .fetch_or(1, Ordering::Release)
     };
+    let mut guard = region
+        .get::<RwLock>("rwlock")?
+        .try_write()
+        .map_err(|e| shmsync::Error::Corrupt(format!("rwlock try_write: {e}")))?;
+    *guard ^= 0xdead;
+    core::mem::forget(guard);
+    let guard = region
+        .get::<RwLock>("rwlock-read")?
+        .try_read()
+        .map_err(shmsync::Error::from)?;
+    core::mem::forget(guard);
     let me = ProcessIdentity::current().map_err(|_| shmsync::Error::TimedOut("identity"))?;
     // SAFETY: the claim is the AtomicU64 at offset 24 of the region header.
     unsafe {
@@ -578,7 +663,7 @@ unsafe fn counter<'a>(base: *mut u8, offset: usize) -> &'a AtomicU64 {
 
 /// The seed images: `region` (of [`REGION_LEN`] bytes, fresh) populated; after
 /// `die_holding_elsewhere` has run [`die_holding`] in a process that then exited; with
-/// both mutexes then made not recoverable; and the dead image with the region header
+/// both mutexes and the written rwlock then made not recoverable; and the dead image with the region header
 /// back in its initializing state (an initializer killed mid-initialization). Each
 /// mutex's pid-namespace tag is zeroed so the images attach in any pid namespace.
 pub fn seed_images(
@@ -624,6 +709,21 @@ pub fn seed_images(
         unsafe { raw.unlock() }.expect("unlock a lock just taken");
     }
     drop(region.get::<RobustMutex<Data>>("mutex")?.try_lock());
+    let rw = region.get::<RwLock>("rwlock")?;
+    match rw.try_write() {
+        // Dropped unrepaired: not recoverable.
+        Err(WriteError::OwnerDied(_)) => {}
+        other => panic!("die_holding left the rwlock's write lock held: {other:?}"),
+    }
+    let rw = region.get::<RwLock>("rwlock-read")?;
+    assert!(
+        rw.raw()
+            .readers()
+            .iter()
+            .any(|r| r.liveness == shmsync::Liveness::Dead),
+        "die_holding left a dead reader: {:?}",
+        rw.raw().readers()
+    );
     let unrecoverable = snapshot(region.segment());
     let mut half = dead.clone();
     half[REGION_STATE..REGION_STATE + 4].copy_from_slice(&1u32.to_ne_bytes());
