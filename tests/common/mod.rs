@@ -4,7 +4,7 @@
 //! on every exit path.
 //!
 //! How to use the re-exec children in a test file:
-//! ```ignore
+//! ```text
 //! mod common;
 //! #[test]
 //! fn child_role() { common::dispatch(&[("holder", holder)]); }
