@@ -8,7 +8,7 @@
 
 use std::mem::MaybeUninit;
 
-use shmsync::{RobustMutex, Semaphore, SeqLock};
+use shmsync::{RobustMutex, RobustRwLock, Semaphore, SeqLock};
 
 use crate::harness::shared;
 
@@ -101,6 +101,11 @@ pub fn visit_all(v: &mut impl Visit) {
         make: ShmsyncSeqLock::make,
     });
     v.rw(Contender {
+        id: "shmsync-rwlock",
+        name: "shmsync RobustRwLock",
+        make: ShmsyncRwLock::make,
+    });
+    v.rw(Contender {
         id: "glibc",
         name: "glibc pthread_rwlock_t",
         make: GlibcRwLock::make,
@@ -184,6 +189,28 @@ impl Rw for ShmsyncSeqLock {
     #[inline]
     fn read(&self) -> Payload {
         self.0.read()
+    }
+}
+
+pub struct ShmsyncRwLock(&'static RobustRwLock<Payload>);
+
+impl ShmsyncRwLock {
+    fn make() -> Result<&'static Self, String> {
+        // SAFETY: a fresh shared mapping (page-aligned, so 64-aligned), exclusive during
+        // init and leaked.
+        let l = place(|p| unsafe { RobustRwLock::init_at(p, [0u64; 8]) })?;
+        Ok(Box::leak(Box::new(ShmsyncRwLock(l))))
+    }
+}
+
+impl Rw for ShmsyncRwLock {
+    #[inline]
+    fn write(&self, v: &Payload) {
+        *self.0.write().map_err(shmsync::Error::from).expect("write") = *v;
+    }
+    #[inline]
+    fn read(&self) -> Payload {
+        *self.0.read().expect("read")
     }
 }
 
