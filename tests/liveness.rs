@@ -102,15 +102,17 @@ fn hold_the_claim(region: &Region) -> ! {
 
 /// The highest pid below `pid_max` that the mounted `/proc` does not show.
 fn absent_pid() -> u32 {
+    highest_pid_where(|p| !Path::new(&format!("/proc/{p}")).exists())
+}
+
+/// The highest pid from 300 up to `pid_max` for which `free` holds.
+fn highest_pid_where(free: impl Fn(u32) -> bool) -> u32 {
     let max: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    (300..max)
-        .rev()
-        .find(|p| !Path::new(&format!("/proc/{p}")).exists())
-        .expect("a free pid")
+    (300..max).rev().find(|&p| free(p)).expect("a free pid")
 }
 
 /// The owner of a locked mutex (TID and its liveness); fails the test if it is not
@@ -472,16 +474,11 @@ fn hidden_checker(args: &[String]) {
 /// The highest pid below `pid_max` that no process has (`kill(pid, 0)` says `ESRCH`),
 /// whatever `/proc` shows.
 fn absent_pid_by_kill() -> u32 {
-    let max: i32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    (300..max)
-        .rev()
+    highest_pid_where(|p| {
         // SAFETY: signal 0 sends nothing.
-        .find(|&p| unsafe { libc::kill(p, 0) } != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
-        .expect("a free pid") as u32
+        let r = unsafe { libc::kill(p as libc::pid_t, 0) };
+        r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    })
 }
 
 #[test]

@@ -321,6 +321,21 @@ fn stat_name(dir: &OwnedFd, name: &CStr, shown: &str) -> Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
+impl Probe {
+    /// Records owner, mode and size from `st`; false (and the content says what it is)
+    /// when it is not a regular file.
+    fn note_regular_file(&mut self, st: &libc::stat) -> bool {
+        self.owner_uid = st.st_uid;
+        self.mode = st.st_mode & 0o7777;
+        self.size = st.st_size as u64;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            self.content = Content::NotAFile(file_type(st.st_mode));
+            return false;
+        }
+        true
+    }
+}
+
 fn file_type(mode: libc::mode_t) -> &'static str {
     match mode & libc::S_IFMT {
         libc::S_IFREG => "a regular file",
@@ -463,11 +478,7 @@ fn probe_in(
     // What the name is, without opening it: a foreign-mode file is still listed with
     // its owner and mode.
     let st = stat_name(dir, name, &probe.location)?;
-    probe.owner_uid = st.st_uid;
-    probe.mode = st.st_mode & 0o7777;
-    probe.size = st.st_size as u64;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        probe.content = Content::NotAFile(file_type(st.st_mode));
+    if !probe.note_regular_file(&st) {
         return Ok(probe);
     }
     let opened = open_candidate(dir, name, &probe.location)
@@ -480,11 +491,7 @@ fn probe_in(
         }
     };
     // Judge the descriptor, not the name: the name may have changed hands meanwhile.
-    probe.owner_uid = st.st_uid;
-    probe.mode = st.st_mode & 0o7777;
-    probe.size = st.st_size as u64;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        probe.content = Content::NotAFile(file_type(st.st_mode));
+    if !probe.note_regular_file(&st) {
         return Ok(probe);
     }
     probe.file_id = Some((st.st_dev, st.st_ino));
