@@ -97,6 +97,7 @@ compile_error!(
 
 mod condvar;
 mod error;
+mod failpoint;
 #[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]
 mod futex;
 #[cfg_attr(not(feature = "test-hooks"), allow(unreachable_pub))]

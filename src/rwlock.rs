@@ -28,10 +28,10 @@ pub const DEFAULT_READER_SLOTS: usize = 64;
 /// writer waits for a dead reader.
 pub const READER_CHECK: Duration = Duration::from_millis(50);
 
-/// State bit: a writer holds the write lock or is draining readers for it.
+/// State bit: a writer holds the write lock or is draining readers for it. Set and
+/// cleared by the writer-mutex holder only, like every bit of the state word (bit 2 is
+/// unused: readers wait on the writer mutex, not on this word).
 const WRITER: u32 = 1;
-/// State bit: readers sleep on the state word.
-const READERS_WAITING: u32 = 2;
 /// State bit: the writer sleeps on the drain word.
 const DRAIN_WAITING: u32 = 4;
 /// State bit: a writer died; the data waits for a repair.
@@ -346,8 +346,8 @@ pub struct ReaderInfo {
 pub struct RawRobustRwLock<const SLOTS: usize = DEFAULT_READER_SLOTS> {
     /// `Kind::RwLock`; `aux` = SLOTS.
     header: ObjectHeader,
-    /// `WRITER`, `READERS_WAITING`, `DRAIN_WAITING`, `NEEDS_REPAIR`, `NOT_RECOVERABLE`;
-    /// readers sleep on it.
+    /// `WRITER`, `DRAIN_WAITING`, `NEEDS_REPAIR`, `NOT_RECOVERABLE`. Only the holder
+    /// of the writer mutex stores to it; readers only load it.
     state: AtomicU32,
     /// Bumped by the reader of `drain_slot` leaving while a writer waits for it; the
     /// writer sleeps on it.
@@ -765,21 +765,30 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             if self.writer_dead() {
                 return Err(RwLockError::Inconsistent);
             }
-            let expect = s | READERS_WAITING;
-            if s & READERS_WAITING == 0
-                && self
-                    .state
-                    .compare_exchange(s, expect, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                // Relaxed: the CAS only announces a sleeper; the loop re-reads.
-                continue;
-            }
-            let (until, callers) = crate::futex::sleep_deadline(deadline);
-            if futex_impl::wait(&self.state, expect, until) == WaitOutcome::TimedOut && callers {
-                return Err(RwLockError::TimedOut);
-            }
+            self.wait_for_writer(deadline)?;
         }
+    }
+
+    /// Waits for the writer where writers wait for each other: on the writer mutex.
+    /// Holding it, this thread knows the writer that set `WRITER` has released it (or
+    /// died), so it lets it go at once and the caller reads the state again. The
+    /// writer's unlock costs it nothing more than any mutex unlock: glibc (or the
+    /// kernel, for a dead writer) wakes a sleeping waiter, and each waiter's own
+    /// unlock wakes the next. Every sleep is capped (see `RawRobustMutex::lock_capped`).
+    #[cold]
+    #[inline(never)]
+    fn wait_for_writer(&self, deadline: Option<Deadline>) -> core::result::Result<(), RwLockError> {
+        let acquired = self
+            .writer
+            .lock_capped(deadline)
+            .map_err(RwLockError::from_raw)?;
+        if acquired == Acquired::OwnerDied {
+            self.take_over_dead_holder();
+        }
+        crate::failpoint::failpoint("rwlock-waiting-reader");
+        // SAFETY: this thread holds the mutex (just acquired).
+        let _ = unsafe { self.writer.unlock() };
+        Ok(())
     }
 
     /// Whether `me` holds this lock already: the writer mutex, or a reader slot.
@@ -821,19 +830,18 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         block: bool,
     ) -> core::result::Result<(bool, u32), RwLockError> {
         let me = me();
+        // Capped sleeps: readers wait on this mutex too, and a waiter killed right after
+        // its wake-up must not strand a writer asleep behind it.
         let acquired = if !block {
             self.writer.try_lock()
         } else {
-            match deadline {
-                None => self.writer.lock(),
-                Some(d) => self.writer.lock_until(d),
-            }
+            self.writer.lock_capped(deadline)
         }
         .map_err(RwLockError::from_raw)?;
         if acquired == Acquired::OwnerDied {
-            self.note_dead_writer();
+            self.take_over_dead_holder();
         }
-        // Relaxed: we hold the mutex, which ordered us after every earlier writer.
+        // Relaxed: only the mutex holder stores to the state word, and we hold it.
         let s = self.state.load(Ordering::Relaxed);
         if s & NOT_RECOVERABLE != 0 {
             // SAFETY: this thread holds the mutex (just acquired, made consistent).
@@ -841,29 +849,38 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             return Err(RwLockError::NotRecoverable);
         }
         // SeqCst: the writer's half of the Dekker pair with a reader's claim (the
-        // drain's slot loads must not be ordered before this store).
+        // drain's slot loads must not be ordered before this store). The one atomic
+        // read-modify-write the write lock adds to the mutex's: unlocking clears the
+        // bit with a plain store.
         self.state.fetch_or(WRITER, Ordering::SeqCst);
         crate::sync::loom_seqcst_fence();
         if let Err(e) = self.drain(me, deadline, block) {
             self.release_writer();
             return Err(e);
         }
-        // Relaxed: set by us or an earlier writer, under the mutex.
-        Ok((
-            self.state.load(Ordering::Relaxed) & NEEDS_REPAIR != 0,
-            me.tid,
-        ))
+        Ok((s & NEEDS_REPAIR != 0, me.tid))
     }
 
-    /// A writer died: record that the data needs a repair, then make the mutex
-    /// consistent, so that only this lock's state (not glibc's) tracks the repair and
-    /// a writer that gives up (times out draining) can release the mutex.
+    /// The writer mutex was acquired owner-died: its holder died holding it. If that
+    /// holder was writing (`WRITER` still set; a writer clears it before unlocking),
+    /// the data may be half written: mark it for repair. A holder that died before
+    /// setting `WRITER` or after clearing it — or a reader waiting through the mutex
+    /// (see `wait_for_writer`) — left the data whole, and nothing is marked. Then the
+    /// mutex is made consistent, so that only this lock's state (not glibc's) tracks
+    /// the repair and a writer that gives up (times out draining) can release it.
     #[cold]
-    fn note_dead_writer(&self) {
-        // Relaxed: under the mutex; readers learn it with the SeqCst loads that also
-        // see WRITER. Set before `make_consistent`, so a writer killed in between
-        // leaves the mutex owner-died again, and its successor sets it again.
-        self.state.fetch_or(NEEDS_REPAIR, Ordering::Relaxed);
+    fn take_over_dead_holder(&self) {
+        // Relaxed: only the mutex holder stores to the state word, and we hold it.
+        let s = self.state.load(Ordering::Relaxed);
+        if s & WRITER != 0 {
+            // Release: readers that load this value learn of the repair; nothing else is
+            // published. Stored before `make_consistent`, so a holder killed in between
+            // leaves the mutex owner-died with the repair already recorded.
+            self.state.store(
+                (s & !(WRITER | DRAIN_WAITING)) | NEEDS_REPAIR,
+                Ordering::Release,
+            );
+        }
         // SAFETY: this thread holds the mutex (acquired with EOWNERDEAD).
         let _ = unsafe { self.writer.make_consistent() };
     }
@@ -977,18 +994,18 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         false
     }
 
-    /// Clears the writer bits, wakes sleeping readers and unlocks the mutex (the calling
-    /// thread holds it).
+    /// Clears the writer bits and unlocks the mutex (the calling thread holds it); the
+    /// unlock wakes readers waiting on the mutex.
+    #[inline]
     fn release_writer(&self) {
-        // SeqCst (a Release RMW would do for the data): pairs with the readers'
-        // Acquire loads of the state, publishing this writer's writes to the data.
-        let old = self.state.fetch_and(
-            !(WRITER | READERS_WAITING | DRAIN_WAITING),
-            Ordering::SeqCst,
-        );
-        if old & READERS_WAITING != 0 {
-            futex_impl::wake(&self.state, u32::MAX);
-        }
+        // Relaxed: only the mutex holder stores to the state word, and we hold it.
+        let s = self.state.load(Ordering::Relaxed);
+        // Release: pairs with the readers' SeqCst (so Acquire) loads of the state,
+        // publishing this writer's writes to the data. A plain store, not a
+        // read-modify-write: no one else stores to the word while we hold the mutex.
+        self.state
+            .store(s & !(WRITER | DRAIN_WAITING), Ordering::Release);
+        crate::failpoint::failpoint("rwlock-released-writer");
         // SAFETY: the calling thread holds the mutex (every caller's precondition).
         let _ = unsafe { self.writer.unlock() };
     }
@@ -1096,7 +1113,9 @@ fn check_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
 ///
 /// * **Writers** are serialized by a [`RawRobustMutex`]. A writer that holds it sets
 ///   the `WRITER` bit of the lock's state word, then *drains* the readers: it waits
-///   until every reader slot is free. Writer preference: once `WRITER` is set, no new
+///   until every reader slot is free. Only the mutex holder ever stores to the state
+///   word, so unlocking clears the bit with a plain store: the write lock costs one
+///   atomic read-modify-write more than the mutex (the Dekker store below). Writer preference: once `WRITER` is set, no new
 ///   reader gets in, so a steady stream of readers cannot starve a writer (a steady
 ///   stream of writers can starve readers: pick this lock for read-mostly data).
 /// * **Readers** register in a fixed table of `SLOTS` slots, each on its own 64-byte
@@ -1111,10 +1130,12 @@ fn check_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
 ///   load of the other side's word (sequentially consistent, a Dekker pair): either
 ///   the reader sees `WRITER` and backs out, or the writer's drain sees the slot.
 /// * **Sleeping**: readers that find `WRITER` spin briefly (the crate's adaptive
-///   policy), then sleep on the state word until the writer unlocks; the draining
-///   writer spins, then sleeps on a separate `drain` word that only the reader it
-///   waits for bumps when it leaves (or a reclaim of that reader's slot).
-///   Every sleep is capped (at 500 ms, the drain at
+///   policy), then wait where writers wait for each other — on the writer mutex — and
+///   let it go as soon as they hold it: the writer's unlock wakes one waiter (glibc
+///   does), and each waiter's unlock wakes the next, so a writer pays nothing for
+///   sleeping readers. The draining writer spins, then sleeps on a separate `drain`
+///   word that only the reader it waits for bumps when it leaves (or a reclaim of that
+///   reader's slot). Every sleep is capped (at 500 ms, the drain at
 ///   [`READER_CHECK`]), so a process killed between a state change and its wake-up
 ///   delays a sleeper, never strands it. A reader that finds every slot taken (more
 ///   than `SLOTS` threads reading at once) polls every millisecond instead, and
@@ -1138,17 +1159,20 @@ fn check_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
 /// # Dead writers
 ///
 /// A writer killed while holding (or draining for) the write lock leaves the robust
-/// mutex owner-died. The next writer gets [`WriteError::OwnerDied`] holding the write
-/// lock, repairs the data, and calls [`OwnerDiedWriteGuard::make_consistent`]; dropping
-/// that guard instead makes the lock permanently [`RwLockError::NotRecoverable`] (until
-/// [`RobustRwLock::reinit`]), as for [`crate::RobustMutex`]. Until a writer repairs,
-/// readers get [`RwLockError::Inconsistent`] — at once when they arrive, and within
-/// 500 ms when they were already waiting — and never see
-/// the half-written data. What a reader may do then: take the write lock itself (it
-/// gets `OwnerDied` and may repair), or retry later, e.g. in a loop with its own
-/// deadline, until a writer has repaired. A writer killed after releasing its readers
-/// but before unlocking the mutex (an instant) makes the next writer repair data that
-/// is in fact consistent.
+/// mutex owner-died with `WRITER` set. The next writer gets [`WriteError::OwnerDied`]
+/// holding the write lock, repairs the data, and calls
+/// [`OwnerDiedWriteGuard::make_consistent`]; dropping that guard instead makes the lock
+/// permanently [`RwLockError::NotRecoverable`] (until [`RobustRwLock::reinit`]), as for
+/// [`crate::RobustMutex`]. Until a writer repairs, readers get
+/// [`RwLockError::Inconsistent`] — at once when they arrive, and as soon as they are
+/// woken (by the kernel's robust-mutex handling, at most 500 ms) when they were
+/// already waiting — and never see the half-written data. What a reader may do then:
+/// take the write lock itself (it gets `OwnerDied` and may repair), or retry later,
+/// e.g. in a loop with its own deadline, until a writer has repaired. A holder of the
+/// writer mutex that dies with `WRITER` clear — a writer before its drain or after its
+/// unlock cleared the bit, or a reader waiting through the mutex — left the data
+/// whole: whoever locks the mutex next makes it consistent and nobody is asked to
+/// repair.
 ///
 /// # Use
 ///

@@ -11,7 +11,7 @@
 //!   [`LeasedSemaphore::reclaim_dead_with`](crate::LeasedSemaphore::reclaim_dead_with)),
 //!   a writer cut short ([`SeqLock::__test_write_partial`](crate::SeqLock::__test_write_partial)),
 //!   and the failpoints: a process whose [`FAILPOINT_ENV`] names a point
-//!   (`region-init`, `object-init`) writes the file named by [`FAILPOINT_MARKER_ENV`]
+//!   (`region-init`, `object-init`, `rwlock-waiting-reader`, `rwlock-released-writer`) writes the file named by [`FAILPOINT_MARKER_ENV`]
 //!   and stops there forever, so a test can kill it at that point.
 //!
 //! ```
@@ -21,6 +21,8 @@
 //! ```
 
 #[cfg(not(shmsync_loom))]
+pub use crate::failpoint::{FAILPOINT_ENV, FAILPOINT_MARKER_ENV};
+#[cfg(not(shmsync_loom))]
 pub use crate::futex::wake_all;
 pub use crate::futex::{Deadline, WaitOutcome};
 pub use crate::header::{ObjectHeader, STATE_READY};
@@ -29,6 +31,6 @@ pub use crate::process::{
     thread_liveness,
 };
 #[cfg(not(shmsync_loom))]
-pub use crate::region::{data_start_for, FAILPOINT_ENV, FAILPOINT_MARKER_ENV};
+pub use crate::region::data_start_for;
 /// The shared futex (under `--cfg shmsync_loom`, the loom model of it).
 pub use crate::sync::futex_impl::{wait, wake};

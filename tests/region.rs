@@ -65,28 +65,10 @@ fn racing_processes_end_with_one_region_and_one_object_each() {
     }
 }
 
-/// Runs a child that stops at `failpoint` (after claiming), waits until it is there,
-/// SIGKILLs it, and returns.
-fn kill_at_failpoint(role: &str, args: &[&str], failpoint: &str) {
-    let marker = common::TempPath::new("failpoint");
-    let mut child = common::spawn_with_env(
-        role,
-        args,
-        &[
-            ("SHMSYNC_TEST_FAILPOINT", failpoint),
-            ("SHMSYNC_TEST_FAILPOINT_MARKER", marker.as_str()),
-        ],
-    );
-    common::wait_until(common::WATCHDOG, "the child to reach the failpoint", || {
-        marker.path().exists()
-    });
-    child.kill();
-}
-
 #[test]
 fn a_region_initializer_killed_mid_init_is_taken_over() {
     let name = common::ShmName::new("initkill");
-    kill_at_failpoint("create_region", &[name.as_str()], "region-init");
+    common::kill_at_failpoint("create_region", &[name.as_str()], "region-init");
     let loc = Location::parse(name.as_str()).unwrap();
     let region = Region::open(&loc).unwrap();
     assert!(region.is_ready());
@@ -105,7 +87,7 @@ fn an_object_initializer_killed_mid_init_is_taken_over() {
     let loc = Location::parse(name.as_str()).unwrap();
     let region = Region::create(&loc, SIZE).unwrap();
     region.get_or_init::<RawRobustMutex>("first", ()).unwrap();
-    kill_at_failpoint("add_object", &[name.as_str(), "second"], "object-init");
+    common::kill_at_failpoint("add_object", &[name.as_str(), "second"], "object-init");
     // The half-made object is not visible...
     assert!(matches!(
         region.get::<RawRobustMutex>("second"),

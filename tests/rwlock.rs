@@ -82,6 +82,8 @@ fn child_role() {
         ("region_reader", region_reader),
         ("region_writer", region_writer),
         ("reader_stream", reader_stream),
+        ("writer_whole", writer_whole),
+        ("region_writer_whole", region_writer_whole),
     ]);
 }
 
@@ -120,6 +122,22 @@ fn reader_wait(args: &[String]) {
         Err(_) => 3,
     };
     ctl(seg, 2).store(code, SeqCst);
+}
+
+/// Writes a whole new value (every word + 1) and releases the write lock; run at the
+/// `rwlock-released-writer` failpoint, it stops between clearing `WRITER` and unlocking.
+fn writer_whole(args: &[String]) {
+    let (_seg, lock) = open(&args[0]);
+    let mut g = lock.write().unwrap();
+    let v = g[0] + 1;
+    write_all(&mut g, v);
+}
+
+/// `writer_whole` on the "table" lock of the region args[0].
+fn region_writer_whole(args: &[String]) {
+    let region = Region::open(&Location::parse(&args[0]).unwrap()).unwrap();
+    let lock = region.get::<RobustRwLock<u64>>("table").unwrap();
+    *lock.write().unwrap() += 1;
 }
 
 /// `iters` rounds: every `every`th a write (incrementing all words), else a checked
@@ -486,6 +504,73 @@ fn a_killed_writer_leaves_readers_an_error_and_the_next_writer_a_repair() {
     assert!(!lock.raw().needs_repair());
     assert_eq!(whole(&lock.read().unwrap()), 1);
     assert!(lock.write().is_ok());
+}
+
+/// A reader that waits for a writer waits on the writer mutex; one killed while it
+/// holds that mutex (an instant, here stretched by a failpoint) left the data whole:
+/// the mutex is owner-died, yet readers get in and the next writer is not asked to
+/// repair.
+#[test]
+fn a_reader_killed_waiting_through_the_writer_lock_leaves_nothing_to_repair() {
+    let name = common::ShmName::new("rw-passing");
+    let (seg, lock) = create(&name);
+    let mut g = lock.write().unwrap();
+    write_all(&mut g, 7);
+    let (mut r, marker) =
+        common::spawn_to_failpoint("reader_wait", &[name.as_str()], "rwlock-waiting-reader");
+    common::wait_until(
+        common::WATCHDOG,
+        "the reader asleep on the writer mutex",
+        || {
+            ctl(&seg, 1).load(SeqCst) == 1
+                && matches!(
+                    lock.raw().writer_state(),
+                    shmsync::MutexState::Locked { waiters: true, .. }
+                )
+        },
+    );
+    drop(g);
+    common::kill_at_marker(&mut r, &marker);
+    assert_eq!(lock.raw().writer_state(), shmsync::MutexState::OwnerDied);
+    assert!(!lock.raw().needs_repair());
+    assert_eq!(whole(&lock.read().unwrap()), 7);
+    let mut g = lock.write().expect("a clean write lock, no repair");
+    write_all(&mut g, 8);
+    drop(g);
+    assert_eq!(whole(&lock.try_read().unwrap()), 8);
+}
+
+/// A writer killed after finishing its write — between clearing `WRITER` and
+/// unlocking the mutex — left the data whole: the next writer is not asked to repair,
+/// and the tool releases the mutex without calling for the application.
+#[test]
+fn a_writer_killed_after_its_write_leaves_nothing_to_repair() {
+    use shmsync::inspect::{self, Outcome, RecoverOptions};
+    let name = common::ShmName::new("rw-wrote");
+    let (_seg, lock) = create(&name);
+    common::kill_at_failpoint("writer_whole", &[name.as_str()], "rwlock-released-writer");
+    assert_eq!(lock.raw().writer_state(), shmsync::MutexState::OwnerDied);
+    assert!(!lock.raw().needs_repair());
+    assert_eq!(whole(&lock.read().unwrap()), 1);
+    assert_eq!(whole(&lock.write().expect("a clean write lock")), 1);
+
+    // The same death in a region, seen by the tool.
+    let name = common::ShmName::new("rw-wrote-tool");
+    let region = region_with_table(&name);
+    let lock = region.get::<RobustRwLock<u64>>("table").unwrap();
+    common::kill_at_failpoint(
+        "region_writer_whole",
+        &[name.as_str()],
+        "rwlock-released-writer",
+    );
+    let table = table_report(&region);
+    assert!(table.needs_recovery, "{}", table.state);
+    assert!(table.state.contains("outside a write"), "{}", table.state);
+    let done = inspect::recover(&region, RecoverOptions::default()).unwrap();
+    assert_eq!(done.outcome(), Outcome::Recovered, "{done:?}");
+    assert!(!table_report(&region).needs_recovery);
+    assert_eq!(lock.raw().writer_state(), shmsync::MutexState::Free);
+    assert_eq!(*lock.read().unwrap(), 1);
 }
 
 #[test]

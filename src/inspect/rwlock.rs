@@ -132,6 +132,11 @@ pub(super) fn inspect(region: &Region, e: &EntryInfo) -> Result<Described> {
         state.push_str("; not recoverable (a repair was abandoned: re-initialize)");
     } else if needs_repair {
         state.push_str("; a writer died mid-write: the next writer repairs the data");
+    } else if writer_dead_now {
+        state.push_str(
+            "; the writer lock's holder died outside a write: the data is whole, the next \
+             locker releases it",
+        );
     }
     let list = readers
         .iter()
@@ -159,8 +164,9 @@ pub(super) fn inspect(region: &Region, e: &EntryInfo) -> Result<Described> {
     Ok((state, needs, facts))
 }
 
-/// Reclaims dead readers' slots and marks a dead writer the kernel never marked;
-/// reports a repair or a re-initialization as the application's.
+/// Reclaims dead readers' slots, marks a dead writer the kernel never marked, and
+/// releases a writer lock whose holder died outside a write; reports a repair or a
+/// re-initialization as the application's.
 pub(super) fn recover(
     region: &Region,
     e: &EntryInfo,
@@ -222,7 +228,7 @@ pub(super) fn recover(
              (RobustRwLock::reinit) when nobody uses it"
                 .into(),
         );
-    } else if (lock.needs_repair() || writer_dead(writer)) && opts.mark_consistent {
+    } else if lock.needs_repair() && opts.mark_consistent {
         if opts.dry_run {
             o.step(
                 Outcome::Recovered,
@@ -249,7 +255,36 @@ pub(super) fn recover(
             ),
             Err(e) => o.step(Outcome::NeedsApplication, format!("could not mark it: {e}")),
         }
-    } else if lock.needs_repair() || writer_dead(writer) {
+    } else if writer_dead(writer) && !lock.needs_repair() {
+        // Died before it started writing or after it finished (or was a reader waiting
+        // through the writer lock): taking and releasing the lock clears it, no repair.
+        if opts.dry_run {
+            o.step(
+                Outcome::Recovered,
+                "would take and release the writer lock its holder died with outside a \
+                 write (the data is whole)"
+                    .into(),
+            );
+            return Ok(());
+        }
+        match lock.accept_as_is(Deadline::after(opts.wait)) {
+            Ok(_) => o.step(
+                Outcome::Recovered,
+                "released the writer lock its holder died with outside a write (the data \
+                 is whole)"
+                    .into(),
+            ),
+            Err(RwLockError::TimedOut) => o.step(
+                Outcome::Unreachable,
+                format!(
+                    "could not take the write lock within {:?}: live readers or a live \
+                     writer hold it",
+                    opts.wait
+                ),
+            ),
+            Err(e) => o.step(Outcome::NeedsApplication, format!("could not take it: {e}")),
+        }
+    } else if lock.needs_repair() {
         o.step(
             Outcome::NeedsApplication,
             "a writer died mid-write: the data may be half written; the next writer gets \

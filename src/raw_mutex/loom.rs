@@ -112,6 +112,12 @@ impl RawRobustMutex {
         self.inner.lock(None)
     }
 
+    /// Under loom there is no watch: `lock` models the sleep.
+    #[inline(always)]
+    pub(super) fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {
+        None
+    }
+
     /// Acquires the lock if it is free now.
     #[inline]
     pub fn try_lock(&self) -> Result<Acquired, RawLockError> {

@@ -330,6 +330,41 @@ impl RawRobustMutex {
         self.lock_until(Deadline::from_instant(deadline))
     }
 
+    /// Blocks until the lock is acquired or `deadline` passes (`None`: no deadline), as
+    /// [`lock`](Self::lock) does — a `trylock`, then a brief watch of the lock word —
+    /// but then sleeps at most [`MAX_SLEEP`](crate::futex::MAX_SLEEP) at a time. A
+    /// sleeper's wake-up is handed to one waiter; if that waiter is killed before it
+    /// takes the lock, the others would sleep until someone else unlocks (glibc's
+    /// robust mutex has no cure for a waiter's death, only for an owner's): with the
+    /// cap they look again within half a second.
+    #[inline]
+    pub(crate) fn lock_capped(&self, deadline: Option<Deadline>) -> Result<Acquired, RawLockError> {
+        match self.try_lock() {
+            Err(RawLockError::WouldBlock) => self.lock_capped_contended(deadline),
+            acquired_or_error => acquired_or_error,
+        }
+    }
+
+    /// The contended path of [`lock_capped`](Self::lock_capped).
+    #[cold]
+    #[inline(never)]
+    fn lock_capped_contended(&self, deadline: Option<Deadline>) -> Result<Acquired, RawLockError> {
+        if let Some(acquired_or_error) = self.watch_lock_word() {
+            return acquired_or_error;
+        }
+        loop {
+            let (until, callers) = crate::futex::sleep_deadline(deadline);
+            let r = match until {
+                Some(d) => self.lock_until(d),
+                None => self.lock(),
+            };
+            match r {
+                Err(RawLockError::TimedOut) if !callers => {}
+                acquired_or_error => return acquired_or_error,
+            }
+        }
+    }
+
     /// Releases the lock. Fails with [`RawLockError::Os`]`(EPERM)` from pthread if the
     /// calling thread does not hold it (the caller broke the safety contract, or the
     /// lock was inherited across `fork`), or with [`RawLockError::Corrupt`] if glibc's

@@ -305,7 +305,7 @@ impl RawRobustMutex {
     /// when the spin ended without acquiring (or failing).
     #[cfg(target_env = "gnu")]
     #[inline(always)]
-    fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {
+    pub(super) fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {
         let word = self.inner.with(|m| m.cast::<u32>());
         let mut gap = 1u32;
         let mut spun = 0u32;
@@ -340,7 +340,7 @@ impl RawRobustMutex {
     /// Other libcs: the lock word's layout is not known, so no watch; sleep at once.
     #[cfg(not(target_env = "gnu"))]
     #[inline(always)]
-    fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {
+    pub(super) fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {
         None
     }
 

@@ -40,6 +40,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use crate::futex::Deadline;
 use crate::header::{ObjectHeader, STATE_READY};
 use crate::kind::Kind;
@@ -621,32 +622,3 @@ impl Region {
     /// initializing it.
     pub const DEFAULT_WAIT: Duration = DEFAULT_WAIT;
 }
-
-/// The environment variable naming the failpoint a test process stops at.
-#[cfg(feature = "test-hooks")]
-pub const FAILPOINT_ENV: &str = "SHMSYNC_TEST_FAILPOINT";
-/// The environment variable naming the file a process writes when it reaches its
-/// failpoint.
-#[cfg(feature = "test-hooks")]
-pub const FAILPOINT_MARKER_ENV: &str = "SHMSYNC_TEST_FAILPOINT_MARKER";
-
-/// Test hook: when [`FAILPOINT_ENV`] names this point, the process stops here forever
-/// (the test then SIGKILLs it), to simulate dying at exactly this step. Only reached on
-/// the cold creation paths, and compiled only with the `test-hooks` feature.
-#[cfg(feature = "test-hooks")]
-#[cold]
-fn failpoint(point: &str) {
-    if std::env::var_os(FAILPOINT_ENV).is_some_and(|v| v == point) {
-        if let Some(path) = std::env::var_os(FAILPOINT_MARKER_ENV) {
-            let _ = std::fs::write(std::path::Path::new(&path), point);
-        }
-        loop {
-            std::thread::sleep(Duration::from_secs(3600));
-        }
-    }
-}
-
-/// Without the `test-hooks` feature a failpoint is nothing.
-#[cfg(not(feature = "test-hooks"))]
-#[inline(always)]
-fn failpoint(_point: &str) {}

@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use crate::futex::Deadline;
 use crate::kind::Kind;
 use crate::shared::{Shared, TypeIdentity};
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 use super::{
-    data_start_for, failpoint, Region, DEFAULT_WAIT, ENTRY_SIZE, HEADER_SIZE, MAX_CAPACITY,
-    MAX_NAME_LEN, PAGE,
+    data_start_for, Region, DEFAULT_WAIT, ENTRY_SIZE, HEADER_SIZE, MAX_CAPACITY, MAX_NAME_LEN, PAGE,
 };
 
 #[repr(C)]

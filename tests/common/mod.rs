@@ -342,6 +342,36 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// A child running `role` that stops forever at the library's failpoint `failpoint`
+/// (the `test-hooks` feature), and the marker file it writes when it gets there.
+pub fn spawn_to_failpoint(role: &str, args: &[&str], failpoint: &str) -> (Child, TempPath) {
+    let marker = TempPath::new("failpoint");
+    let child = spawn_with_env(
+        role,
+        args,
+        &[
+            ("SHMSYNC_TEST_FAILPOINT", failpoint),
+            ("SHMSYNC_TEST_FAILPOINT_MARKER", marker.as_str()),
+        ],
+    );
+    (child, marker)
+}
+
+/// Waits until the child of [`spawn_to_failpoint`] that writes `marker` is at its
+/// failpoint, then SIGKILLs it there.
+pub fn kill_at_marker(child: &mut Child, marker: &TempPath) {
+    wait_until(WATCHDOG, "the child to reach the failpoint", || {
+        marker.path().exists()
+    });
+    child.kill();
+}
+
+/// Runs a child that stops at `failpoint`, waits until it is there, and SIGKILLs it.
+pub fn kill_at_failpoint(role: &str, args: &[&str], failpoint: &str) {
+    let (mut child, marker) = spawn_to_failpoint(role, args, failpoint);
+    kill_at_marker(&mut child, &marker);
+}
+
 /// Aborts the whole test process (children die with it via PDEATHSIG) if not dropped
 /// within `timeout`: for steps that block in a lock or wait and cannot poll.
 pub struct Watchdog(Option<mpsc::Sender<()>>);
