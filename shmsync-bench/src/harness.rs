@@ -109,3 +109,28 @@ pub fn time_loop(n: u64, mut f: impl FnMut()) -> f64 {
     }
     t.elapsed().as_nanos() as f64 / n as f64
 }
+
+/// Pins the calling process to the `i`-th of the CPUs it may run on (counting from 0,
+/// wrapping around), so that processes started with different `i` run side by side.
+/// Returns whether it could.
+pub fn pin_to_cpu(i: usize) -> bool {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most
+    // its size into it, CPU_ISSET and CPU_SET stay inside it (the indices are below
+    // CPU_SETSIZE), and sched_setaffinity only reads it.
+    unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut allowed) != 0 {
+            return false;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .collect();
+        if cpus.is_empty() {
+            return false;
+        }
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpus[i % cpus.len()], &mut one);
+        libc::sched_setaffinity(0, size, &one) == 0
+    }
+}

@@ -1,6 +1,7 @@
 //! What the harness measures: three protocols (a lock guarding a counter, a counting
 //! semaphore, a reader-writer cell of 64 bytes) and their shmsync and glibc
-//! implementations. Peers implement the same traits in `crate::peers`.
+//! implementations, and reader-writer locks guarding a counter (the lock's own cost).
+//! Peers implement the same traits in `crate::peers`.
 //!
 //! Every object lives in a shared mapping made before the harness forks, so all
 //! processes use the same object. Where a library keeps the protected value apart from
@@ -8,6 +9,7 @@
 
 use std::mem::MaybeUninit;
 
+use shmsync::bytemuck::AnyBitPattern;
 use shmsync::{RobustMutex, RobustRwLock, Semaphore, SeqLock};
 
 use crate::harness::shared;
@@ -18,8 +20,9 @@ pub type Payload = [u64; 8];
 
 /// A process-shared lock guarding a `u64` counter.
 pub trait Lock: Sync + 'static {
-    /// Locks, adds one to the counter, unlocks.
-    fn bump(&self);
+    /// Locks, adds one to the counter, unlocks; returns the counter's new value, so
+    /// that a process can tell which increments were its own (hand-off counting).
+    fn bump(&self) -> u64;
     /// The counter, read under the lock.
     fn total(&self) -> u64;
 }
@@ -60,6 +63,9 @@ pub trait Visit {
     /// spinner does not, so it is not run oversubscribed.
     fn sem<S: Sem>(&mut self, _c: Contender<S>, _gives_way: bool) {}
     fn rw<R: Rw>(&mut self, _c: Contender<R>) {}
+    /// A reader-writer lock guarding a counter, as a [`Lock`]: `bump` takes the write
+    /// lock, `total` the read lock.
+    fn rwlock<L: Lock>(&mut self, _c: Contender<L>) {}
 }
 
 /// Every implementation: shmsync, glibc, then the peers that were built.
@@ -103,12 +109,22 @@ pub fn visit_all(v: &mut impl Visit) {
     v.rw(Contender {
         id: "shmsync-rwlock",
         name: "shmsync RobustRwLock",
-        make: ShmsyncRwLock::make,
+        make: ShmsyncRwLock::<Payload>::make,
     });
     v.rw(Contender {
         id: "glibc",
         name: "glibc pthread_rwlock_t",
-        make: GlibcRwLock::make,
+        make: GlibcRwLock::<Payload>::make,
+    });
+    v.rwlock(Contender {
+        id: "shmsync-rwlock",
+        name: "shmsync RobustRwLock",
+        make: ShmsyncRwLock::<u64>::make,
+    });
+    v.rwlock(Contender {
+        id: "glibc",
+        name: "glibc pthread_rwlock_t",
+        make: GlibcRwLock::<u64>::make,
     });
     crate::peers::visit(v);
 }
@@ -133,7 +149,8 @@ pub struct Guarded<L, V> {
 pub struct ShmsyncMutex(&'static RobustMutex<u64>);
 
 impl ShmsyncMutex {
-    fn make() -> Result<&'static Self, String> {
+    /// A fresh `RobustMutex<u64>` in its own shared mapping.
+    pub fn make() -> Result<&'static Self, String> {
         // SAFETY: a fresh shared mapping, exclusive during init and leaked.
         let m = place(|p| unsafe { RobustMutex::init_at(p, 0u64) })?;
         Ok(Box::leak(Box::new(ShmsyncMutex(m))))
@@ -142,9 +159,12 @@ impl ShmsyncMutex {
 
 impl Lock for ShmsyncMutex {
     #[inline]
-    fn bump(&self) {
-        *self.0.lock().unwrap_or_else(|_| panic!("lock")) += 1;
+    fn bump(&self) -> u64 {
+        let mut g = self.0.lock().unwrap_or_else(|_| panic!("lock"));
+        *g += 1;
+        *g
     }
+    #[inline]
     fn total(&self) -> u64 {
         *self.0.lock().unwrap_or_else(|_| panic!("lock"))
     }
@@ -192,24 +212,37 @@ impl Rw for ShmsyncSeqLock {
     }
 }
 
-pub struct ShmsyncRwLock(&'static RobustRwLock<Payload>);
+pub struct ShmsyncRwLock<V: AnyBitPattern>(&'static RobustRwLock<V>);
 
-impl ShmsyncRwLock {
+impl<V: AnyBitPattern> ShmsyncRwLock<V> {
     fn make() -> Result<&'static Self, String> {
         // SAFETY: a fresh shared mapping (page-aligned, so 64-aligned), exclusive during
         // init and leaked.
-        let l = place(|p| unsafe { RobustRwLock::init_at(p, [0u64; 8]) })?;
+        let l = place(|p| unsafe { RobustRwLock::init_at(p, V::zeroed()) })?;
         Ok(Box::leak(Box::new(ShmsyncRwLock(l))))
     }
 }
 
-impl Rw for ShmsyncRwLock {
+impl Rw for ShmsyncRwLock<Payload> {
     #[inline]
     fn write(&self, v: &Payload) {
         *self.0.write().map_err(shmsync::Error::from).expect("write") = *v;
     }
     #[inline]
     fn read(&self) -> Payload {
+        *self.0.read().expect("read")
+    }
+}
+
+impl Lock for ShmsyncRwLock<u64> {
+    #[inline]
+    fn bump(&self) -> u64 {
+        let mut g = self.0.write().map_err(shmsync::Error::from).expect("write");
+        *g += 1;
+        *g
+    }
+    #[inline]
+    fn total(&self) -> u64 {
         *self.0.read().expect("read")
     }
 }
@@ -254,14 +287,17 @@ impl GlibcMutex {
 
 impl Lock for GlibcMutex {
     #[inline]
-    fn bump(&self) {
+    fn bump(&self) -> u64 {
         // SAFETY: an initialized pshared mutex; the counter is touched only under it.
         unsafe {
             libc::pthread_mutex_lock(&mut (*self.0).lock);
             (*self.0).value += 1;
+            let v = (*self.0).value;
             libc::pthread_mutex_unlock(&mut (*self.0).lock);
+            v
         }
     }
+    #[inline]
     fn total(&self) -> u64 {
         // SAFETY: as in `bump`.
         unsafe {
@@ -302,15 +338,15 @@ impl Sem for GlibcSem {
     }
 }
 
-pub struct GlibcRwLock(*mut Guarded<libc::pthread_rwlock_t, Payload>);
+pub struct GlibcRwLock<V>(*mut Guarded<libc::pthread_rwlock_t, V>);
 
-// SAFETY: the pointee is a process-shared rwlock and the payload it guards; the payload
-// is read under the read lock and written under the write lock.
-unsafe impl Sync for GlibcRwLock {}
+// SAFETY: the pointee is a process-shared rwlock and the value it guards; the value is
+// read under the read lock and written under the write lock.
+unsafe impl<V> Sync for GlibcRwLock<V> {}
 
-impl GlibcRwLock {
+impl<V> GlibcRwLock<V> {
     fn make() -> Result<&'static Self, String> {
-        let g = shared::<Guarded<libc::pthread_rwlock_t, Payload>>();
+        let g = shared::<Guarded<libc::pthread_rwlock_t, V>>();
         let mut a = MaybeUninit::<libc::pthread_rwlockattr_t>::uninit();
         // SAFETY: standard attribute initialization on valid storage; `g` is fresh.
         let rc = unsafe {
@@ -327,7 +363,7 @@ impl GlibcRwLock {
     }
 }
 
-impl Rw for GlibcRwLock {
+impl Rw for GlibcRwLock<Payload> {
     #[inline]
     fn write(&self, v: &Payload) {
         // SAFETY: an initialized pshared rwlock; the payload is written under the write
@@ -344,6 +380,31 @@ impl Rw for GlibcRwLock {
         unsafe {
             libc::pthread_rwlock_rdlock(&mut (*self.0).lock);
             let v = std::ptr::read(&(*self.0).value);
+            libc::pthread_rwlock_unlock(&mut (*self.0).lock);
+            v
+        }
+    }
+}
+
+impl Lock for GlibcRwLock<u64> {
+    #[inline]
+    fn bump(&self) -> u64 {
+        // SAFETY: an initialized pshared rwlock; the counter is written under the write
+        // lock.
+        unsafe {
+            libc::pthread_rwlock_wrlock(&mut (*self.0).lock);
+            (*self.0).value += 1;
+            let v = (*self.0).value;
+            libc::pthread_rwlock_unlock(&mut (*self.0).lock);
+            v
+        }
+    }
+    #[inline]
+    fn total(&self) -> u64 {
+        // SAFETY: as in `bump`; the counter is read under the read lock.
+        unsafe {
+            libc::pthread_rwlock_rdlock(&mut (*self.0).lock);
+            let v = (*self.0).value;
             libc::pthread_rwlock_unlock(&mut (*self.0).lock);
             v
         }

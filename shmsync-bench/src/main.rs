@@ -23,7 +23,8 @@
 //! hand-off (one cache line bounced between two spinning processes) is measured in the
 //! same run as the ping-pong it bounds. Ratios are the implementation's figure divided
 //! by the reference's: for times lower is better, for rates higher is better. The
-//! process is single-threaded, so `fork` is safe here.
+//! contended counter also reports how often the lock changed process per increment,
+//! which explains its times. The process is single-threaded, so `fork` is safe here.
 #![allow(clippy::disallowed_types)]
 
 use std::hint::black_box;
@@ -32,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use shmsync::{Condvar, RobustMutex};
 
-use shmsync_bench::harness::{self, fork, place_value, reap, reap_all, stats, time_loop};
+use shmsync_bench::harness::{
+    self, fork, pin_to_cpu, place_value, reap, reap_all, stats, time_loop,
+};
 use shmsync_bench::impls::{self, Contender, Lock, Rw, Sem, Visit};
 use shmsync_bench::peers;
 
@@ -61,9 +64,22 @@ struct Entry {
     error: Option<String>,
 }
 
+/// What a metric's figures are, which way is better, and how they are printed.
+#[derive(Clone, Copy, PartialEq)]
+enum Unit {
+    /// Nanoseconds per operation: lower is better.
+    Ns,
+    /// Operations per second: higher is better.
+    Rate,
+    /// A factor, such as two readers' rate over one reader's: higher is better.
+    Factor,
+    /// Events per operation that explain the other figures rather than score them.
+    PerOp,
+}
+
 struct Metric {
     label: &'static str,
-    higher_is_better: bool,
+    unit: Unit,
     /// Ids of the entries every figure is compared with, in column order.
     refs: &'static [&'static str],
 }
@@ -130,13 +146,13 @@ impl Section {
         for (m, metric) in self.metrics.iter().enumerate() {
             println!();
             println!(
-                "### {}: {} ({} is better)",
+                "### {}: {} ({})",
                 self.title,
                 metric.label,
-                if metric.higher_is_better {
-                    "higher"
-                } else {
-                    "lower"
+                match metric.unit {
+                    Unit::Ns => "lower is better",
+                    Unit::Rate | Unit::Factor => "higher is better",
+                    Unit::PerOp => "neither better nor worse: it explains the times",
                 }
             );
             let mut head = String::from("| implementation | median | range |");
@@ -183,19 +199,19 @@ impl Section {
 }
 
 fn fmt_value(metric: &Metric, v: f64) -> String {
-    if metric.higher_is_better {
-        format!("{:.2} M/s", v / 1e6)
-    } else if v >= 1000.0 {
-        format!("{v:.0} ns")
-    } else {
-        format!("{v:.1} ns")
+    match metric.unit {
+        Unit::Rate => format!("{:.2} M/s", v / 1e6),
+        Unit::Ns if v >= 1000.0 => format!("{v:.0} ns"),
+        Unit::Ns => format!("{v:.1} ns"),
+        Unit::Factor => format!("{v:.2}×"),
+        Unit::PerOp => format!("{v:.4}"),
     }
 }
 
 fn ns(label: &'static str, refs: &'static [&'static str]) -> Metric {
     Metric {
         label,
-        higher_is_better: false,
+        unit: Unit::Ns,
         refs,
     }
 }
@@ -203,8 +219,24 @@ fn ns(label: &'static str, refs: &'static [&'static str]) -> Metric {
 fn rate(label: &'static str, refs: &'static [&'static str]) -> Metric {
     Metric {
         label,
-        higher_is_better: true,
+        unit: Unit::Rate,
         refs,
+    }
+}
+
+fn factor(label: &'static str) -> Metric {
+    Metric {
+        label,
+        unit: Unit::Factor,
+        refs: &[],
+    }
+}
+
+fn per_op(label: &'static str) -> Metric {
+    Metric {
+        label,
+        unit: Unit::PerOp,
+        refs: &[],
     }
 }
 
@@ -224,7 +256,9 @@ impl Visit for UncontendedLocks<'_> {
             Box::new(move || {
                 let l = make()?;
                 l.bump();
-                Ok(vec![time_loop(n, || l.bump())])
+                Ok(vec![time_loop(n, || {
+                    l.bump();
+                })])
             }),
         );
     }
@@ -264,6 +298,23 @@ fn two_rmw_floor(n: u64) -> f64 {
     })
 }
 
+/// ns per `read` and per `write(i)` (`i` counting up), each timed over `n` calls,
+/// after one of each outside the timing (faulting the pages in, taking the first-use
+/// paths). `read` returns a word of what it read, kept so that the read is not elided.
+fn read_write_ns(n: u64, mut read: impl FnMut() -> u64, mut write: impl FnMut(u64)) -> Vec<f64> {
+    write(0);
+    black_box(read());
+    let mut sink = 0u64;
+    let read = time_loop(n, || sink = sink.wrapping_add(black_box(read())));
+    let mut i = 0u64;
+    let write = time_loop(n, || {
+        i += 1;
+        write(black_box(i));
+    });
+    black_box(sink);
+    vec![read, write]
+}
+
 struct UncontendedRw<'a>(&'a mut Section, u64);
 
 impl Visit for UncontendedRw<'_> {
@@ -274,20 +325,33 @@ impl Visit for UncontendedRw<'_> {
             c.name,
             Box::new(move || {
                 let r = make()?;
-                // Warm: fault the pages in and take the first-use paths outside the
-                // timing.
-                r.write(&[0; 8]);
-                black_box(r.read());
-                let mut sink = 0u64;
-                let read = time_loop(n, || sink = sink.wrapping_add(black_box(r.read())[3]));
-                let mut i = 0u64;
-                let write = time_loop(n, || {
-                    i += 1;
-                    r.write(black_box(&[i; 8]));
-                });
-                black_box(sink);
-                Ok(vec![read, write])
+                Ok(read_write_ns(n, || r.read()[3], |i| r.write(&[i; 8])))
             }),
+        );
+    }
+}
+
+/// A lock's read lock+unlock (`total`) and write lock+unlock (`bump`) on a counter: the
+/// lock's own cost, with no payload to copy.
+fn lock_unlock_ns<L: Lock>(l: &L, n: u64) -> Vec<f64> {
+    read_write_ns(
+        n,
+        || l.total(),
+        |_| {
+            l.bump();
+        },
+    )
+}
+
+struct UncontendedRwLocks<'a>(&'a mut Section, u64);
+
+impl Visit for UncontendedRwLocks<'_> {
+    fn rwlock<L: Lock>(&mut self, c: Contender<L>) {
+        let (make, n) = (c.make, self.1);
+        self.0.add(
+            c.id,
+            c.name,
+            Box::new(move || Ok(lock_unlock_ns(make()?, n))),
         );
     }
 }
@@ -385,13 +449,17 @@ impl Visit for PingPong<'_> {
     }
 }
 
-/// `procs` processes each incrementing one counter `per` times under the lock; ns per
-/// increment, timed from a common start to the last exit. Checks the total.
-fn contended<L: Lock>(l: &'static L, procs: usize, per: u64) -> Result<Vec<f64>, String> {
+/// Forks `procs` children that wait at a common start line and then each run
+/// `work(i)`, `i` in `0..procs`. Returns once all of them are at the line and released,
+/// with the instant of the release and the children to reap.
+fn fork_from_start_line(
+    procs: usize,
+    work: impl FnOnce(usize) + Copy,
+) -> (Instant, Vec<libc::pid_t>) {
     let ready = place_value(AtomicU32::new(0));
     let go = place_value(AtomicU32::new(0));
     let kids: Vec<_> = (0..procs)
-        .map(|_| {
+        .map(|i| {
             fork(move || {
                 // Relaxed: only counts arrivals, see the parent's load.
                 ready.fetch_add(1, Ordering::Relaxed);
@@ -399,9 +467,7 @@ fn contended<L: Lock>(l: &'static L, procs: usize, per: u64) -> Result<Vec<f64>,
                 while go.load(Ordering::Acquire) == 0 {
                     std::thread::yield_now();
                 }
-                for _ in 0..per {
-                    l.bump();
-                }
+                work(i);
             })
         })
         .collect();
@@ -412,16 +478,45 @@ fn contended<L: Lock>(l: &'static L, procs: usize, per: u64) -> Result<Vec<f64>,
     let t = Instant::now();
     // Release: pairs with the children's Acquire loads.
     go.store(1, Ordering::Release);
+    (t, kids)
+}
+
+/// `procs` processes each incrementing one counter `per` times under the lock: ns per
+/// increment, timed from a common start to the last exit, and how often the lock
+/// changed process, per increment. Checks the total.
+///
+/// The hand-offs are counted from the values each process's increments produced, so
+/// nothing is added inside the critical section: a process's increments fall into runs
+/// of consecutive values, each run one stay of the lock in that process, and every
+/// run but the very first began with the lock coming from another process.
+fn contended<L: Lock>(l: &'static L, procs: usize, per: u64) -> Result<Vec<f64>, String> {
+    let runs = place_value(AtomicU64::new(0));
+    let (t, kids) = fork_from_start_line(procs, move |_| {
+        // The value of this process's previous increment; the first increment (values
+        // start at 1) always begins a run.
+        let mut last = u64::MAX;
+        let mut mine = 0u64;
+        for _ in 0..per {
+            let v = l.bump();
+            if v != last.wrapping_add(1) {
+                mine += 1;
+            }
+            last = v;
+        }
+        // Relaxed: the parent reads the sum after reaping every child, and waitpid
+        // orders the child's writes before its return.
+        runs.fetch_add(mine, Ordering::Relaxed);
+    });
     reap_all(kids)?;
-    let ns = t.elapsed().as_nanos() as f64 / (procs as u64 * per) as f64;
+    let all = procs as u64 * per;
+    let ns = t.elapsed().as_nanos() as f64 / all as f64;
     let total = l.total();
-    if total != procs as u64 * per {
-        return Err(format!(
-            "lost increments: {total} of {}",
-            procs as u64 * per
-        ));
+    if total != all {
+        return Err(format!("lost increments: {total} of {all}"));
     }
-    Ok(vec![ns])
+    // Relaxed: see the children's fetch_add.
+    let changes = runs.load(Ordering::Relaxed).saturating_sub(1);
+    Ok(vec![ns, changes as f64 / all as f64])
 }
 
 struct Contended<'a>(&'a mut Section, usize, u64);
@@ -493,6 +588,62 @@ impl Visit for ReaderWriter<'_> {
         let (make, time) = (c.make, self.1);
         self.0
             .add(c.id, c.name, Box::new(move || reader_writer(make()?, time)));
+    }
+}
+
+/// `procs` reader processes, each pinned to its own CPU, reading the cell with no
+/// writer for about `time`: their reads per second, summed, each over its own running
+/// time.
+fn readers<R: Rw>(r: &'static R, procs: usize, time: Duration) -> Result<f64, String> {
+    const MAX: usize = 8;
+    assert!(procs <= MAX, "at most {MAX} reader processes");
+    let stop = place_value(AtomicU32::new(0));
+    // Each reader's rate, as f64 bits.
+    let rates: &'static [AtomicU64; MAX] = place_value(std::array::from_fn(|_| AtomicU64::new(0)));
+    let (_, kids) = fork_from_start_line(procs, move |i| {
+        assert!(pin_to_cpu(i), "cannot pin reader {i} to a CPU");
+        let t = Instant::now();
+        let mut n = 0u64;
+        let mut sink = 0u64;
+        // Relaxed: a stop request needs no ordering with the data.
+        while stop.load(Ordering::Relaxed) == 0 {
+            for _ in 0..BATCH {
+                sink = sink.wrapping_add(black_box(r.read())[3]);
+            }
+            n += BATCH;
+        }
+        black_box(sink);
+        let rate = n as f64 / t.elapsed().as_secs_f64();
+        // Relaxed: the parent reads it after reaping, and waitpid orders the child's
+        // writes before its return.
+        rates[i].store(rate.to_bits(), Ordering::Relaxed);
+    });
+    std::thread::sleep(time);
+    // Relaxed: a stop request needs no ordering with the data.
+    stop.store(1, Ordering::Relaxed);
+    reap_all(kids)?;
+    // Relaxed: see the children's stores.
+    Ok(rates[..procs]
+        .iter()
+        .map(|x| f64::from_bits(x.load(Ordering::Relaxed)))
+        .sum())
+}
+
+struct ReadScaling<'a>(&'a mut Section, Duration);
+
+impl Visit for ReadScaling<'_> {
+    fn rw<R: Rw>(&mut self, c: Contender<R>) {
+        let (make, time) = (c.make, self.1);
+        self.0.add(
+            c.id,
+            c.name,
+            Box::new(move || {
+                let r = make()?;
+                let one = readers(r, 1, time)?;
+                let two = readers(r, 2, time)?;
+                Ok(vec![one, two, two / one])
+            }),
+        );
     }
 }
 
@@ -670,6 +821,22 @@ impl Visit for Op<'_> {
             }
         }
     }
+    fn rwlock<L: Lock>(&mut self, c: Contender<L>) {
+        if let Some(n) = self.matches("rdlock", c.id) {
+            let l = (c.make)().expect("make");
+            let mut sink = 0u64;
+            for _ in 0..n {
+                sink = sink.wrapping_add(black_box(l.total()));
+            }
+            black_box(sink);
+        }
+        if let Some(n) = self.matches("wrlock", c.id) {
+            let l = (c.make)().expect("make");
+            for _ in 0..n {
+                l.bump();
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -797,6 +964,24 @@ fn main() {
     sections.push(s);
 
     let mut s = Section::new(
+        "rwlock",
+        "Reader-writer lock guarding a u64, uncontended, one process \
+         (RobustMutex: its one lock in both tables)",
+        vec![
+            ns("ns per read lock+unlock", &["glibc", "shmsync"]),
+            ns("ns per write lock+unlock", &["shmsync", "glibc"]),
+        ],
+    );
+    impls::visit_all(&mut UncontendedRwLocks(&mut s, cfg.n_fast));
+    let n = cfg.n_fast;
+    s.add(
+        "shmsync",
+        "shmsync RobustMutex",
+        Box::new(move || Ok(lock_unlock_ns(impls::ShmsyncMutex::make()?, n))),
+    );
+    sections.push(s);
+
+    let mut s = Section::new(
         "pingpong",
         "Semaphore ping-pong round trip, 2 processes",
         vec![ns("ns per round trip", &["floor", "boost-spin", "glibc"])],
@@ -814,7 +999,10 @@ fn main() {
         let mut s = Section::new(
             format!("contended{procs}"),
             format!("Counter under the lock, {procs} processes"),
-            vec![ns("ns per increment", LOCK_REFS)],
+            vec![
+                ns("ns per increment", LOCK_REFS),
+                per_op("owner changes (hand-offs) per increment"),
+            ],
         );
         let per = cfg.contended_total / procs as u64;
         impls::visit_all(&mut Contended(&mut s, procs, per));
@@ -848,6 +1036,23 @@ fn main() {
         ],
     );
     impls::visit_all(&mut ReaderWriter(&mut s, cfg.rw_time));
+    sections.push(s);
+
+    let mut s = Section::new(
+        "readers",
+        "Read scaling: one reader process, then two on two CPUs, 64 B cell, no writer",
+        vec![
+            rate("reads/s, one reader", &["glibc"]),
+            rate("reads/s, two readers together", &["glibc"]),
+            factor("two readers ÷ one, same repetition"),
+        ],
+    );
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        impls::visit_all(&mut ReadScaling(&mut s, cfg.rw_time));
+    } else {
+        s.notes
+            .push("every implementation: two readers need two CPUs, this machine has one".into());
+    }
     sections.push(s);
 
     let mut s = Section::new(
@@ -959,6 +1164,21 @@ fn main() {
             ratio("condvar", "shmsync", "glibc", 0),
             1.0,
         ),
+        at_most(
+            "RobustRwLock write lock+unlock ÷ RobustMutex lock+unlock".into(),
+            ratio("rwlock", "shmsync-rwlock", "shmsync", 1),
+            1.2,
+        ),
+        at_most(
+            "RobustRwLock read lock+unlock ÷ glibc pshared rwlock rdlock+unlock".into(),
+            ratio("rwlock", "shmsync-rwlock", "glibc", 0),
+            1.0,
+        ),
+        at_least(
+            "RobustRwLock reads/s, two reader processes ÷ one".into(),
+            get("readers", "shmsync-rwlock", 2),
+            1.8,
+        ),
     ]);
     println!();
     println!("### Targets (same run)");
@@ -987,7 +1207,14 @@ fn main() {
     // A failure of shmsync, glibc or a floor (a lost increment, a torn read, a child
     // that died) fails the run, so that CI's quick run catches it; a peer's failure is
     // only reported in its table.
-    let own = ["shmsync", "glibc", "glibc-robust", "floor", "rmw-floor"];
+    let own = [
+        "shmsync",
+        "shmsync-rwlock",
+        "glibc",
+        "glibc-robust",
+        "floor",
+        "rmw-floor",
+    ];
     let mut failed = false;
     for s in &sections {
         for e in s.entries.iter().filter(|e| own.contains(&e.id)) {

@@ -110,12 +110,14 @@ macro_rules! boost_lock {
         }
         impl Lock for $ty {
             #[inline]
-            fn bump(&self) {
+            fn bump(&self) -> u64 {
                 // SAFETY: an initialized mutex; the counter is touched only under it.
                 unsafe {
                     $lock(self.lock);
                     *self.value += 1;
+                    let v = *self.value;
                     $unlock(self.lock);
+                    v
                 }
             }
             fn total(&self) -> u64 {

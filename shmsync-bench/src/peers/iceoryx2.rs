@@ -84,8 +84,10 @@ impl IceoryxMutex {
 
 impl Lock for IceoryxMutex {
     #[inline]
-    fn bump(&self) {
-        *self.0.lock().expect("lock") += 1;
+    fn bump(&self) -> u64 {
+        let mut g = self.0.lock().expect("lock");
+        *g += 1;
+        *g
     }
     fn total(&self) -> u64 {
         *self.0.lock().expect("lock")

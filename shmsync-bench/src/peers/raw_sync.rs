@@ -40,10 +40,13 @@ impl RawSyncMutex {
 
 impl Lock for RawSyncMutex {
     #[inline]
-    fn bump(&self) {
+    fn bump(&self) -> u64 {
         let g = self.0.lock().expect("lock");
         // SAFETY: the data pointer is the u64 this mutex guards, held now.
-        unsafe { *(*g).cast::<u64>() += 1 };
+        unsafe {
+            *(*g).cast::<u64>() += 1;
+            *(*g).cast::<u64>()
+        }
     }
     fn total(&self) -> u64 {
         let g = self.0.lock().expect("lock");

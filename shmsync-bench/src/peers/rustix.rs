@@ -21,8 +21,10 @@ impl RustixMutex {
 
 impl Lock for RustixMutex {
     #[inline]
-    fn bump(&self) {
-        *self.0.lock() += 1;
+    fn bump(&self) -> u64 {
+        let mut g = self.0.lock();
+        *g += 1;
+        *g
     }
     fn total(&self) -> u64 {
         *self.0.lock()
