@@ -765,6 +765,9 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             if self.writer_dead() {
                 return Err(RwLockError::Inconsistent);
             }
+            if deadline.is_some_and(|d| d.has_passed()) {
+                return Err(RwLockError::TimedOut);
+            }
             self.wait_for_writer(deadline)?;
         }
     }
@@ -784,6 +787,11 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             .map_err(RwLockError::from_raw)?;
         if acquired == Acquired::OwnerDied {
             self.take_over_dead_holder();
+        } else {
+            // Holding the mutex, nobody is writing: a `WRITER` still set (a corrupt
+            // segment; writers clear it before they unlock) is settled as a write cut
+            // short, so that readers are told and stop waiting.
+            self.mark_cut_short_write();
         }
         crate::failpoint::failpoint("rwlock-waiting-reader");
         // SAFETY: this thread holds the mutex (just acquired).
@@ -824,12 +832,12 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
 
     /// Takes the write lock: the mutex, then the drain. Returns whether a writer died
     /// and the data needs a repair, and the calling thread's id.
+    #[inline]
     fn lock_exclusive(
         &self,
         deadline: Option<Deadline>,
         block: bool,
     ) -> core::result::Result<(bool, u32), RwLockError> {
-        let me = me();
         // Capped sleeps: readers wait on this mutex too, and a waiter killed right after
         // its wake-up must not strand a writer asleep behind it.
         let acquired = if !block {
@@ -854,11 +862,11 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         // bit with a plain store.
         self.state.fetch_or(WRITER, Ordering::SeqCst);
         crate::sync::loom_seqcst_fence();
-        if let Err(e) = self.drain(me, deadline, block) {
+        if let Err(e) = self.drain(deadline, block) {
             self.release_writer();
             return Err(e);
         }
-        Ok((s & NEEDS_REPAIR != 0, me.tid))
+        Ok((s & NEEDS_REPAIR != 0, me::tid()))
     }
 
     /// The writer mutex was acquired owner-died: its holder died holding it. If that
@@ -870,25 +878,33 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     /// the repair and a writer that gives up (times out draining) can release it.
     #[cold]
     fn take_over_dead_holder(&self) {
+        // Before `make_consistent`, so a holder killed in between leaves the mutex
+        // owner-died with the repair already recorded.
+        self.mark_cut_short_write();
+        // SAFETY: this thread holds the mutex (acquired with EOWNERDEAD).
+        let _ = unsafe { self.writer.make_consistent() };
+    }
+
+    /// With the writer mutex held: a `WRITER` bit still set belongs to a write that was
+    /// cut short; it becomes `NEEDS_REPAIR`.
+    #[cold]
+    fn mark_cut_short_write(&self) {
         // Relaxed: only the mutex holder stores to the state word, and we hold it.
         let s = self.state.load(Ordering::Relaxed);
         if s & WRITER != 0 {
             // Release: readers that load this value learn of the repair; nothing else is
-            // published. Stored before `make_consistent`, so a holder killed in between
-            // leaves the mutex owner-died with the repair already recorded.
+            // published.
             self.state.store(
                 (s & !(WRITER | DRAIN_WAITING)) | NEEDS_REPAIR,
                 Ordering::Release,
             );
         }
-        // SAFETY: this thread holds the mutex (acquired with EOWNERDEAD).
-        let _ = unsafe { self.writer.make_consistent() };
     }
 
     /// Waits until every slot is free (reclaiming dead readers' slots).
+    #[inline]
     fn drain(
         &self,
-        me: Me,
         deadline: Option<Deadline>,
         block: bool,
     ) -> core::result::Result<(), RwLockError> {
@@ -897,7 +913,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         let mut waited = false;
         for i in 0..used {
             if self.slots[i].word() & TID_MASK != 0 {
-                self.drain_slot(i, me, deadline, block)?;
+                self.drain_slot(i, deadline, block)?;
                 waited = true;
             }
         }
@@ -914,10 +930,10 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     fn drain_slot(
         &self,
         i: usize,
-        me: Me,
         deadline: Option<Deadline>,
         block: bool,
     ) -> core::result::Result<(), RwLockError> {
+        let me = me();
         let s = &self.slots[i];
         let held = || s.word() & TID_MASK != 0;
         if !block {

@@ -157,6 +157,50 @@ impl ShmsyncMutex {
     }
 }
 
+/// The floor of a write lock whose readers write no shared word: a `RobustMutex` plus
+/// the one sequentially consistent read-modify-write that announces the writer to such
+/// readers (on a word of its own line, as a reader-writer lock's state word), cleared by
+/// a plain store before the unlock. No reader-scalable robust write lock can do less.
+pub struct MutexAnnounceFloor {
+    mutex: &'static RobustMutex<u64>,
+    announce: &'static Announce,
+}
+
+/// The announcement word, on a cache line of its own.
+#[repr(C, align(64))]
+pub struct Announce(std::sync::atomic::AtomicU32);
+
+impl MutexAnnounceFloor {
+    /// A fresh mutex and announcement word, each in its own shared mapping.
+    pub fn make() -> Result<&'static Self, String> {
+        // SAFETY: a fresh shared mapping, exclusive during init and leaked.
+        let mutex = place(|p| unsafe { RobustMutex::init_at(p, 0u64) })?;
+        let p = shared::<Announce>();
+        // SAFETY: a fresh, aligned, zero-filled shared mapping, leaked: a valid atomic.
+        let announce = unsafe { &*p };
+        Ok(Box::leak(Box::new(MutexAnnounceFloor { mutex, announce })))
+    }
+}
+
+impl Lock for MutexAnnounceFloor {
+    #[inline]
+    fn bump(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let mut g = self.mutex.lock().unwrap_or_else(|_| panic!("lock"));
+        // SeqCst: the writer's half of a Dekker pair with readers (here only its cost).
+        self.announce.0.fetch_or(1, Ordering::SeqCst);
+        *g += 1;
+        let v = *g;
+        // Release: what a write unlock would publish to readers.
+        self.announce.0.store(0, Ordering::Release);
+        v
+    }
+    #[inline]
+    fn total(&self) -> u64 {
+        *self.mutex.lock().unwrap_or_else(|_| panic!("lock"))
+    }
+}
+
 impl Lock for ShmsyncMutex {
     #[inline]
     fn bump(&self) -> u64 {

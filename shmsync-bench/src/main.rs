@@ -979,6 +979,11 @@ fn main() {
         "shmsync RobustMutex",
         Box::new(move || Ok(lock_unlock_ns(impls::ShmsyncMutex::make()?, n))),
     );
+    s.add(
+        "floor",
+        "floor: RobustMutex + one SeqCst RMW announcing the writer",
+        Box::new(move || Ok(lock_unlock_ns(impls::MutexAnnounceFloor::make()?, n))),
+    );
     sections.push(s);
 
     let mut s = Section::new(
@@ -1167,6 +1172,11 @@ fn main() {
         at_most(
             "RobustRwLock write lock+unlock ÷ RobustMutex lock+unlock".into(),
             ratio("rwlock", "shmsync-rwlock", "shmsync", 1),
+            1.2,
+        ),
+        at_most(
+            "— the floor (RobustMutex + one SeqCst RMW) ÷ RobustMutex".into(),
+            ratio("rwlock", "floor", "shmsync", 1),
             1.2,
         ),
         at_most(
