@@ -832,7 +832,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
 
     /// Takes the write lock: the mutex, then the drain. Returns whether a writer died
     /// and the data needs a repair, and the calling thread's id.
-    #[inline]
+    #[inline(always)]
     fn lock_exclusive(
         &self,
         deadline: Option<Deadline>,
@@ -852,9 +852,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         // Relaxed: only the mutex holder stores to the state word, and we hold it.
         let s = self.state.load(Ordering::Relaxed);
         if s & NOT_RECOVERABLE != 0 {
-            // SAFETY: this thread holds the mutex (just acquired, made consistent).
-            let _ = unsafe { self.writer.unlock() };
-            return Err(RwLockError::NotRecoverable);
+            return Err(self.give_up_not_recoverable());
         }
         // SeqCst: the writer's half of the Dekker pair with a reader's claim (the
         // drain's slot loads must not be ordered before this store). The one atomic
@@ -863,10 +861,24 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         self.state.fetch_or(WRITER, Ordering::SeqCst);
         crate::sync::loom_seqcst_fence();
         if let Err(e) = self.drain(deadline, block) {
-            self.release_writer();
-            return Err(e);
+            return Err(self.give_up_draining(e));
         }
         Ok((s & NEEDS_REPAIR != 0, me::tid()))
+    }
+
+    /// The lock is not recoverable: lets the mutex go (this thread holds it).
+    #[cold]
+    fn give_up_not_recoverable(&self) -> RwLockError {
+        // SAFETY: this thread holds the mutex (just acquired, made consistent).
+        let _ = unsafe { self.writer.unlock() };
+        RwLockError::NotRecoverable
+    }
+
+    /// The drain failed with `e`: lets the readers back in and the mutex go.
+    #[cold]
+    fn give_up_draining(&self, e: RwLockError) -> RwLockError {
+        self.release_writer();
+        e
     }
 
     /// The writer mutex was acquired owner-died: its holder died holding it. If that
@@ -910,19 +922,35 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     ) -> core::result::Result<(), RwLockError> {
         // SeqCst: see `claim`. A corrupt mark larger than the table is clamped.
         let used = (self.hwm.load(Ordering::SeqCst) as usize).min(SLOTS);
-        let mut waited = false;
-        for i in 0..used {
+        match (0..used).find(|&i| self.slots[i].word() & TID_MASK != 0) {
+            None => Ok(()),
+            Some(first) => self.drain_from(first, used, deadline, block),
+        }
+    }
+
+    /// The drain from slot `first`, the first one found held, to `used`.
+    #[cold]
+    #[inline(never)]
+    fn drain_from(
+        &self,
+        first: usize,
+        used: usize,
+        deadline: Option<Deadline>,
+        block: bool,
+    ) -> core::result::Result<(), RwLockError> {
+        let mut drained = Ok(());
+        for i in first..used {
             if self.slots[i].word() & TID_MASK != 0 {
-                self.drain_slot(i, deadline, block)?;
-                waited = true;
+                drained = self.drain_slot(i, deadline, block);
+                if drained.is_err() {
+                    break;
+                }
             }
         }
-        if waited {
-            // Relaxed: only spares leaving readers a futile wake-up; a reader that still
-            // sees the bit bumps the drain word for nobody.
-            self.state.fetch_and(!DRAIN_WAITING, Ordering::Relaxed);
-        }
-        Ok(())
+        // Relaxed: only spares leaving readers a futile wake-up; a reader that still
+        // sees the bit bumps the drain word for nobody.
+        self.state.fetch_and(!DRAIN_WAITING, Ordering::Relaxed);
+        drained
     }
 
     #[cold]

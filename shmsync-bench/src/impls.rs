@@ -300,25 +300,38 @@ pub struct GlibcMutex(*mut Guarded<libc::pthread_mutex_t, u64>);
 // counter is touched only under the mutex.
 unsafe impl Sync for GlibcMutex {}
 
+/// Initializes a process-shared (and, if `robust`, robust) pthread mutex at `m`.
+///
+/// # Safety
+///
+/// Behavior is undefined if:
+/// - `m` is not valid for writes of a `pthread_mutex_t`, or anything else uses it
+///   during the call.
+unsafe fn init_pthread_mutex(m: *mut libc::pthread_mutex_t, robust: bool) -> Result<(), String> {
+    let mut a = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
+    // SAFETY: standard attribute initialization on valid storage; `m` is valid and
+    // unused (the caller's promise).
+    let rc = unsafe {
+        libc::pthread_mutexattr_init(a.as_mut_ptr());
+        libc::pthread_mutexattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
+        if robust {
+            libc::pthread_mutexattr_setrobust(a.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+        }
+        let rc = libc::pthread_mutex_init(m, a.as_ptr());
+        libc::pthread_mutexattr_destroy(a.as_mut_ptr());
+        rc
+    };
+    if rc != 0 {
+        return Err(format!("pthread_mutex_init: error {rc}"));
+    }
+    Ok(())
+}
+
 impl GlibcMutex {
     fn make(robust: bool) -> Result<&'static Self, String> {
         let g = shared::<Guarded<libc::pthread_mutex_t, u64>>();
-        let mut a = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
-        // SAFETY: standard attribute initialization on valid storage; `g` is a fresh
-        // shared mapping nothing else uses yet.
-        let rc = unsafe {
-            libc::pthread_mutexattr_init(a.as_mut_ptr());
-            libc::pthread_mutexattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
-            if robust {
-                libc::pthread_mutexattr_setrobust(a.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
-            }
-            let rc = libc::pthread_mutex_init(&mut (*g).lock, a.as_ptr());
-            libc::pthread_mutexattr_destroy(a.as_mut_ptr());
-            rc
-        };
-        if rc != 0 {
-            return Err(format!("pthread_mutex_init: error {rc}"));
-        }
+        // SAFETY: a fresh shared mapping nothing else uses yet.
+        unsafe { init_pthread_mutex(&mut (*g).lock, robust) }?;
         Ok(Box::leak(Box::new(GlibcMutex(g))))
     }
     fn make_robust() -> Result<&'static Self, String> {
@@ -451,6 +464,126 @@ impl Lock for GlibcRwLock<u64> {
             let v = (*self.0).value;
             libc::pthread_rwlock_unlock(&mut (*self.0).lock);
             v
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// protocol models: the least any implementation of the protocol can cost
+
+/// The least a counting semaphore's hand-off costs: `post` is one atomic add, `wait`
+/// watches the count and takes a permit with a compare-and-swap, and nobody ever
+/// sleeps (Boost's spin back end is this). A hand-off is the poster's add, the
+/// waiter's load and the waiter's CAS: three transfers of the line where the
+/// cache-line floor's store and load are two.
+#[repr(C, align(64))]
+pub struct SpinSemModel(std::sync::atomic::AtomicU32);
+
+impl SpinSemModel {
+    pub fn make() -> Result<&'static Self, String> {
+        // SAFETY: a fresh, aligned, zero-filled shared mapping, leaked: a valid atomic
+        // holding 0.
+        Ok(unsafe { &*shared::<SpinSemModel>() })
+    }
+}
+
+impl Sem for SpinSemModel {
+    #[inline]
+    fn post(&self) {
+        // Release: pairs with the Acquire CAS of the waiter that takes the permit.
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+    #[inline]
+    fn wait(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            // Relaxed: only picks the CAS's expected value.
+            let v = self.0.load(Ordering::Relaxed);
+            if v > 0
+                && self
+                    .0
+                    .compare_exchange_weak(v, v - 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// The least a robust two-copy seqlock costs: `SeqLock`'s protocol (`seq` made odd,
+/// the other copy written, `seq` made even; readers copy and re-check) under glibc's
+/// robust process-shared mutex, laid out as `SeqLock` is (the copies and `seq` off the
+/// mutex's lines), with none of `SeqLock`'s checks. Under a reader that re-reads as
+/// fast as it can, every write's lines are in the reader's cache, and the mutex's two
+/// atomic instructions each wait for those stores to land.
+#[repr(C, align(64))]
+pub struct RobustSeqLockModel {
+    mutex: std::cell::UnsafeCell<libc::pthread_mutex_t>,
+    _apart: [u8; 128 - std::mem::size_of::<libc::pthread_mutex_t>()],
+    seq: std::sync::atomic::AtomicU64,
+    _line: [u8; 56],
+    copies: [[std::sync::atomic::AtomicU64; 8]; 2],
+}
+
+// SAFETY: the mutex is process-shared and only used through pthread calls; the rest is
+// atomics.
+unsafe impl Sync for RobustSeqLockModel {}
+
+impl RobustSeqLockModel {
+    pub fn make() -> Result<&'static Self, String> {
+        let p = shared::<RobustSeqLockModel>();
+        // SAFETY: a fresh, zero-filled shared mapping nothing else uses yet (zero bytes
+        // are valid atomics); the mutex is initialized in place, then the mapping is
+        // leaked.
+        unsafe {
+            init_pthread_mutex((*p).mutex.get(), true)?;
+            Ok(&*p)
+        }
+    }
+}
+
+impl Rw for RobustSeqLockModel {
+    #[inline]
+    fn write(&self, v: &Payload) {
+        use std::sync::atomic::{fence, Ordering};
+        // SAFETY: an initialized robust pshared mutex; this process's only writer.
+        let rc = unsafe { libc::pthread_mutex_trylock(self.mutex.get()) };
+        assert_eq!(rc, 0, "the model's only writer found its mutex busy");
+        // Relaxed: written only under the mutex.
+        let seq = self.seq.load(Ordering::Relaxed);
+        let next = (seq >> 1) + 1;
+        // Relaxed + Release fence: a reader that sees a word below also sees odd `seq`.
+        self.seq.store(seq + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (w, &x) in self.copies[(next & 1) as usize].iter().zip(v) {
+            // Relaxed: ordered by the fence above and the Release store below.
+            w.store(x, Ordering::Relaxed);
+        }
+        // Release: publishes the copy to readers' Acquire load of `seq`.
+        self.seq.store(seq + 2, Ordering::Release);
+        // SAFETY: held by this thread (locked above).
+        unsafe { libc::pthread_mutex_unlock(self.mutex.get()) };
+    }
+    #[inline]
+    fn read(&self) -> Payload {
+        use std::sync::atomic::{fence, Ordering};
+        loop {
+            // Acquire: pairs with the writer's Release store of an even `seq`.
+            let c1 = self.seq.load(Ordering::Acquire);
+            let version = c1 >> 1;
+            let mut out = [0u64; 8];
+            for (o, w) in out.iter_mut().zip(&self.copies[(version & 1) as usize]) {
+                // Relaxed: validated by the re-check of `seq` below.
+                *o = w.load(Ordering::Relaxed);
+            }
+            // Acquire fence: pairs with the writer's Release fence after its odd `seq`.
+            fence(Ordering::Acquire);
+            // Relaxed: ordered by the fence.
+            if self.seq.load(Ordering::Relaxed) < 2 * version + 3 {
+                return out;
+            }
         }
     }
 }

@@ -998,6 +998,17 @@ fn main() {
         Box::new(move || spin_floor(t)),
     );
     impls::visit_all(&mut PingPong(&mut s, cfg.pingpong_time));
+    s.add(
+        "model",
+        "floor of a counting semaphore: atomic add, watch + CAS, never sleeps",
+        Box::new(move || {
+            pingpong(
+                impls::SpinSemModel::make()?,
+                impls::SpinSemModel::make()?,
+                t,
+            )
+        }),
+    );
     sections.push(s);
 
     for &procs in cfg.contended_procs {
@@ -1041,6 +1052,12 @@ fn main() {
         ],
     );
     impls::visit_all(&mut ReaderWriter(&mut s, cfg.rw_time));
+    let t = cfg.rw_time;
+    s.add(
+        "model",
+        "floor of a robust SeqLock: its protocol under glibc's robust mutex, no checks",
+        Box::new(move || reader_writer(impls::RobustSeqLockModel::make()?, t)),
+    );
     sections.push(s);
 
     let mut s = Section::new(
@@ -1125,6 +1142,11 @@ fn main() {
             1.3,
         ),
         at_most(
+            "— the floor of a counting semaphore ÷ spinning floor".into(),
+            ratio("pingpong", "model", "floor", 0),
+            1.3,
+        ),
+        at_most(
             "Semaphore ping-pong ÷ Boost spin_semaphore".into(),
             ratio("pingpong", "shmsync", "boost-spin", 0),
             1.0,
@@ -1157,6 +1179,11 @@ fn main() {
         at_least(
             "SeqLock writes/s under one reader ÷ rustix-futex-sync RwLock writer".into(),
             ratio("rw2", "shmsync", "rustix", 0),
+            1.0,
+        ),
+        at_least(
+            "— the floor of a robust SeqLock ÷ rustix-futex-sync RwLock writer".into(),
+            ratio("rw2", "model", "rustix", 0),
             1.0,
         ),
         at_least(
