@@ -1159,8 +1159,8 @@ fn check_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
 ///   the `WRITER` bit of the lock's state word, then *drains* the readers: it waits
 ///   until every reader slot is free. Only the mutex holder ever stores to the state
 ///   word, so unlocking clears the bit with a plain store: the write lock costs one
-///   atomic read-modify-write more than the mutex (the Dekker store below). Writer preference: once `WRITER` is set, no new
-///   reader gets in, so a steady stream of readers cannot starve a writer (a steady
+///   atomic read-modify-write more than the mutex (the Dekker store below). Writer
+///   preference: once `WRITER` is set, no new reader gets in, so a steady stream of readers cannot starve a writer (a steady
 ///   stream of writers can starve readers: pick this lock for read-mostly data).
 /// * **Readers** register in a fixed table of `SLOTS` slots, each on its own 64-byte
 ///   cache line: a read lock is one compare-and-swap that writes the reader's thread id
@@ -1213,10 +1213,10 @@ fn check_deadline(deadline: Option<Deadline>) -> (Option<Deadline>, bool) {
 /// already waiting — and never see the half-written data. What a reader may do then:
 /// take the write lock itself (it gets `OwnerDied` and may repair), or retry later,
 /// e.g. in a loop with its own deadline, until a writer has repaired. A holder of the
-/// writer mutex that dies with `WRITER` clear — a writer before its drain or after its
-/// unlock cleared the bit, or a reader waiting through the mutex — left the data
-/// whole: whoever locks the mutex next makes it consistent and nobody is asked to
-/// repair.
+/// writer mutex that dies with `WRITER` clear — a writer that had not set it yet or
+/// had cleared it already (its unlock clears it first), or a reader waiting through
+/// the mutex — left the data whole: whoever locks the mutex next makes it consistent
+/// and nobody is asked to repair.
 ///
 /// # Use
 ///
@@ -1420,7 +1420,9 @@ impl<T: AnyBitPattern, const SLOTS: usize> RobustRwLock<T, SLOTS> {
         self.acquired(self.raw.lock_exclusive(None, true))
     }
 
-    /// Acquires the write lock if nobody holds the lock now.
+    /// Acquires the write lock if nobody holds the lock now. (A reader waiting for a
+    /// writer holds the writer mutex for an instant after that writer leaves; a
+    /// `try_write` in that instant fails too.)
     ///
     /// # Errors
     ///

@@ -81,6 +81,11 @@ pub fn visit_all(v: &mut impl Visit) {
         make: GlibcMutex::make_robust,
     });
     v.lock(Contender {
+        id: "glibc-robust-ec",
+        name: "glibc robust error-checking pthread_mutex_t (RobustMutex's kind)",
+        make: GlibcMutex::make_robust_errorcheck,
+    });
+    v.lock(Contender {
         id: "glibc",
         name: "glibc plain pthread_mutex_t",
         make: GlibcMutex::make_plain,
@@ -300,14 +305,19 @@ pub struct GlibcMutex(*mut Guarded<libc::pthread_mutex_t, u64>);
 // counter is touched only under the mutex.
 unsafe impl Sync for GlibcMutex {}
 
-/// Initializes a process-shared (and, if `robust`, robust) pthread mutex at `m`.
+/// Initializes a process-shared pthread mutex at `m`: robust if `robust`, of the
+/// error-checking type if `errorcheck` (as `RobustMutex`'s is), else the default type.
 ///
 /// # Safety
 ///
 /// Behavior is undefined if:
 /// - `m` is not valid for writes of a `pthread_mutex_t`, or anything else uses it
 ///   during the call.
-unsafe fn init_pthread_mutex(m: *mut libc::pthread_mutex_t, robust: bool) -> Result<(), String> {
+unsafe fn init_pthread_mutex(
+    m: *mut libc::pthread_mutex_t,
+    robust: bool,
+    errorcheck: bool,
+) -> Result<(), String> {
     let mut a = MaybeUninit::<libc::pthread_mutexattr_t>::uninit();
     // SAFETY: standard attribute initialization on valid storage; `m` is valid and
     // unused (the caller's promise).
@@ -316,6 +326,9 @@ unsafe fn init_pthread_mutex(m: *mut libc::pthread_mutex_t, robust: bool) -> Res
         libc::pthread_mutexattr_setpshared(a.as_mut_ptr(), libc::PTHREAD_PROCESS_SHARED);
         if robust {
             libc::pthread_mutexattr_setrobust(a.as_mut_ptr(), libc::PTHREAD_MUTEX_ROBUST);
+        }
+        if errorcheck {
+            libc::pthread_mutexattr_settype(a.as_mut_ptr(), libc::PTHREAD_MUTEX_ERRORCHECK);
         }
         let rc = libc::pthread_mutex_init(m, a.as_ptr());
         libc::pthread_mutexattr_destroy(a.as_mut_ptr());
@@ -328,17 +341,20 @@ unsafe fn init_pthread_mutex(m: *mut libc::pthread_mutex_t, robust: bool) -> Res
 }
 
 impl GlibcMutex {
-    fn make(robust: bool) -> Result<&'static Self, String> {
+    fn make(robust: bool, errorcheck: bool) -> Result<&'static Self, String> {
         let g = shared::<Guarded<libc::pthread_mutex_t, u64>>();
         // SAFETY: a fresh shared mapping nothing else uses yet.
-        unsafe { init_pthread_mutex(&mut (*g).lock, robust) }?;
+        unsafe { init_pthread_mutex(&mut (*g).lock, robust, errorcheck) }?;
         Ok(Box::leak(Box::new(GlibcMutex(g))))
     }
     fn make_robust() -> Result<&'static Self, String> {
-        Self::make(true)
+        Self::make(true, false)
+    }
+    fn make_robust_errorcheck() -> Result<&'static Self, String> {
+        Self::make(true, true)
     }
     fn make_plain() -> Result<&'static Self, String> {
-        Self::make(false)
+        Self::make(false, false)
     }
 }
 
@@ -514,7 +530,7 @@ impl Sem for SpinSemModel {
 
 /// The least a robust two-copy seqlock costs: `SeqLock`'s protocol (`seq` made odd,
 /// the other copy written, `seq` made even; readers copy and re-check) under glibc's
-/// robust process-shared mutex, laid out as `SeqLock` is (the copies and `seq` off the
+/// robust, error-checking, process-shared mutex (`SeqLock`'s writer lock), laid out as `SeqLock` is (the copies and `seq` off the
 /// mutex's lines), with none of `SeqLock`'s checks. Under a reader that re-reads as
 /// fast as it can, every write's lines are in the reader's cache, and the mutex's two
 /// atomic instructions each wait for those stores to land.
@@ -538,7 +554,7 @@ impl RobustSeqLockModel {
         // are valid atomics); the mutex is initialized in place, then the mapping is
         // leaked.
         unsafe {
-            init_pthread_mutex((*p).mutex.get(), true)?;
+            init_pthread_mutex((*p).mutex.get(), true, true)?;
             Ok(&*p)
         }
     }
