@@ -675,7 +675,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     }
 
     /// Takes a read lock: `None` deadline blocks, `block == false` never waits.
-    #[inline]
+    #[inline(always)]
     fn lock_shared(
         &self,
         deadline: Option<Deadline>,
