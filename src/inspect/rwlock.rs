@@ -228,52 +228,36 @@ pub(super) fn recover(
              (RobustRwLock::reinit) when nobody uses it"
                 .into(),
         );
-    } else if lock.needs_repair() && opts.mark_consistent {
-        if opts.dry_run {
-            o.step(
-                Outcome::Recovered,
+    } else if (lock.needs_repair() && opts.mark_consistent)
+        || (writer_dead(writer) && !lock.needs_repair())
+    {
+        // Either the operator accepts a dead writer's data as it is, or the writer
+        // mutex's holder died before it started writing or after it finished (or was a
+        // reader waiting through the mutex): taking and releasing the write lock
+        // settles both, the second without a repair.
+        let repair = lock.needs_repair();
+        let (would, done) = if repair {
+            (
                 "would take the write lock and mark the data a dead writer left consistent \
-                 as it is (no repair)"
-                    .into(),
-            );
-            return Ok(());
-        }
-        match lock.accept_as_is(Deadline::after(opts.wait)) {
-            Ok(true) => o.step(
-                Outcome::Recovered,
-                "marked the data a dead writer left consistent as it is (no repair)".into(),
-            ),
-            // A writer repaired it meanwhile.
-            Ok(false) => {}
-            Err(RwLockError::TimedOut) => o.step(
-                Outcome::Unreachable,
-                format!(
-                    "could not take the write lock within {:?}: live readers or a live \
-                     writer hold it",
-                    opts.wait
-                ),
-            ),
-            Err(e) => o.step(Outcome::NeedsApplication, format!("could not mark it: {e}")),
-        }
-    } else if writer_dead(writer) && !lock.needs_repair() {
-        // Died before it started writing or after it finished (or was a reader waiting
-        // through the writer lock): taking and releasing the lock clears it, no repair.
-        if opts.dry_run {
-            o.step(
-                Outcome::Recovered,
+                 as it is (no repair)",
+                "marked the data a dead writer left consistent as it is (no repair)",
+            )
+        } else {
+            (
                 "would take and release the writer lock its holder died with outside a \
-                 write (the data is whole)"
-                    .into(),
-            );
+                 write (the data is whole)",
+                "released the writer lock its holder died with outside a write (the data \
+                 is whole)",
+            )
+        };
+        if opts.dry_run {
+            o.step(Outcome::Recovered, would.into());
             return Ok(());
         }
         match lock.accept_as_is(Deadline::after(opts.wait)) {
-            Ok(_) => o.step(
-                Outcome::Recovered,
-                "released the writer lock its holder died with outside a write (the data \
-                 is whole)"
-                    .into(),
-            ),
+            Ok(marked) if marked || !repair => o.step(Outcome::Recovered, done.into()),
+            // A writer repaired it meanwhile.
+            Ok(_) => {}
             Err(RwLockError::TimedOut) => o.step(
                 Outcome::Unreachable,
                 format!(
@@ -282,7 +266,10 @@ pub(super) fn recover(
                     opts.wait
                 ),
             ),
-            Err(e) => o.step(Outcome::NeedsApplication, format!("could not take it: {e}")),
+            Err(e) => o.step(
+                Outcome::NeedsApplication,
+                format!("could not take the write lock: {e}"),
+            ),
         }
     } else if lock.needs_repair() {
         o.step(
