@@ -595,11 +595,7 @@ impl<const SLOTS: usize> LeasedSemaphore<SLOTS> {
 
     /// Locks the table, repairing after a dead holder.
     fn lock_table(&self, deadline: Option<Deadline>) -> Result<Table<'_, SLOTS>> {
-        let acquired = match deadline {
-            None => self.lock.lock(),
-            Some(d) => self.lock.lock_until(d),
-        }
-        .map_err(lock_error)?;
+        let acquired = self.lock.lock_capped(deadline).map_err(lock_error)?;
         Ok(self.table_locked(acquired))
     }
 

@@ -592,3 +592,64 @@ fn attach_from_another_pid_namespace_is_refused() {
     assert!(status.success(), "{status:?}");
     assert_eq!(*m.lock().unwrap(), 7);
 }
+
+/// glibc's unlock wakes one sleeper. If that one dies before it takes the lock, glibc has
+/// no cure (the kernel's robust list covers owners, not waiters): the sleepers behind it
+/// would sleep until someone else sleeps on the lock and unlocks it. The stand-in here
+/// for the woken waiter is a process that sleeps on the lock word as glibc's waiters do
+/// (waiters bit set beside the owner's id) and exits when woken; the real waiter
+/// queued behind it still gets the lock, because its sleeps are capped.
+#[test]
+fn a_waiter_that_dies_with_the_wake_up_strands_nobody() {
+    const FUTEX_WAITERS: u32 = 0x8000_0000;
+    let seg = Segment::anonymous(4096).unwrap();
+    let m = new_pair_mutex(&seg);
+    let got: &AtomicU32 = ctl(&seg, 0);
+    let word = common::glibc_lock_word(m.raw());
+    let g = m.lock().unwrap();
+    let mut stand_in = common::fork_child(|| {
+        let seen = word.load(SeqCst);
+        let sleeping = seen | FUTEX_WAITERS;
+        if seen == 0
+            || word
+                .compare_exchange(seen, sleeping, SeqCst, SeqCst)
+                .is_err()
+        {
+            return 3;
+        }
+        // SAFETY: FUTEX_WAIT on a live, aligned word of a shared mapping; no timeout.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                sleeping,
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+        0
+    });
+    common::wait_until(
+        common::WATCHDOG,
+        "the stand-in asleep on the lock word",
+        || common::proc_state(stand_in.pid()) == Some('S'),
+    );
+    let mut waiter = common::fork_child(|| match m.lock() {
+        Ok(_) => {
+            got.store(1, SeqCst);
+            0
+        }
+        Err(_) => 2,
+    });
+    common::wait_until(common::WATCHDOG, "the waiter asleep behind it", || {
+        common::proc_state(waiter.pid()) == Some('S')
+    });
+    // glibc wakes one sleeper: the stand-in, first in the futex's queue, which leaves.
+    drop(g);
+    waiter.expect_success(common::WATCHDOG);
+    assert_eq!(got.load(SeqCst), 1);
+    // Should the wake-up have gone to the waiter instead, the stand-in still sleeps.
+    // SAFETY: FUTEX_WAKE on a live, aligned word of a shared mapping.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+    stand_in.expect_success(common::WATCHDOG);
+}

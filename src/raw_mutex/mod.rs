@@ -319,7 +319,7 @@ impl RawRobustMutex {
     /// ([`RawLockError::TimedOut`]). A free lock is acquired even with a zero timeout.
     #[inline]
     pub fn lock_timeout(&self, timeout: Duration) -> Result<Acquired, RawLockError> {
-        self.lock_until(Deadline::after(timeout))
+        self.lock_capped(Some(Deadline::after(timeout)))
     }
 
     /// Blocks until the lock is acquired or `deadline` passes. A lock that is free is
@@ -327,16 +327,15 @@ impl RawRobustMutex {
     /// [`RawLockError::TimedOut`] at once.
     #[inline]
     pub fn lock_deadline(&self, deadline: Instant) -> Result<Acquired, RawLockError> {
-        self.lock_until(Deadline::from_instant(deadline))
+        self.lock_capped(Some(Deadline::from_instant(deadline)))
     }
 
-    /// Blocks until the lock is acquired or `deadline` passes (`None`: no deadline), as
-    /// [`lock`](Self::lock) does — a `trylock`, then a brief watch of the lock word —
-    /// but then sleeps at most [`MAX_SLEEP`](crate::futex::MAX_SLEEP) at a time. A
-    /// sleeper's wake-up is handed to one waiter; if that waiter is killed before it
-    /// takes the lock, the others would sleep until someone else unlocks (glibc's
-    /// robust mutex has no cure for a waiter's death, only for an owner's): with the
-    /// cap they look again within half a second.
+    /// Blocks until the lock is acquired or `deadline` passes (`None`: no deadline): a
+    /// `trylock`, then a brief watch of the lock word, then sleeps in glibc of at most
+    /// [`MAX_SLEEP`](crate::futex::MAX_SLEEP) each. An unlock wakes one sleeper; if
+    /// that one is killed before it takes the lock, the others would sleep until
+    /// someone else sleeps and unlocks (glibc's robust mutex cures an owner's death,
+    /// not a waiter's): with the cap they look again within half a second.
     #[inline]
     pub(crate) fn lock_capped(&self, deadline: Option<Deadline>) -> Result<Acquired, RawLockError> {
         match self.try_lock() {
@@ -345,17 +344,25 @@ impl RawRobustMutex {
         }
     }
 
-    /// The contended path of [`lock_capped`](Self::lock_capped).
+    /// The contended path of [`lock_capped`](Self::lock_capped) and [`lock`](Self::lock):
+    /// watch the lock word (unless the deadline has passed), then sleep, capped.
+    ///
+    /// The watch is there because a critical section in shared memory is usually
+    /// shorter than the futex sleep and wake-up it would otherwise cost (glibc's own
+    /// adaptive mutexes spin too, but they cannot be robust).
     #[cold]
     #[inline(never)]
     fn lock_capped_contended(&self, deadline: Option<Deadline>) -> Result<Acquired, RawLockError> {
-        if let Some(acquired_or_error) = self.watch_lock_word() {
-            return acquired_or_error;
+        if deadline.map_or(true, |d| !d.has_passed()) {
+            if let Some(acquired_or_error) = self.watch_lock_word() {
+                return acquired_or_error;
+            }
         }
         loop {
             let (until, callers) = crate::futex::sleep_deadline(deadline);
             let r = match until {
                 Some(d) => self.lock_until(d),
+                // Only under loom, whose sleeps are not capped: the model's own lock.
                 None => self.lock(),
             };
             match r {

@@ -248,7 +248,11 @@ impl RawRobustMutex {
     /// word and retrying only when it reads free (test-and-test-and-set) — because a
     /// critical section in shared memory is usually shorter than the futex sleep and
     /// wake-up it would otherwise cost (glibc's own adaptive mutexes do the same, but
-    /// they cannot be robust). Then it sleeps in `pthread_mutex_lock`.
+    /// they cannot be robust). Then it sleeps in glibc's timed lock, at most half a
+    /// second at a time: an unlock wakes one sleeper, and if that one is killed before
+    /// it takes the lock, the others look again within half a second instead of
+    /// sleeping until someone else unlocks (glibc's robust mutex cures an owner's
+    /// death, not a waiter's).
     ///
     /// Every call into glibc on this mutex (`lock`, [`try_lock`](Self::try_lock),
     /// [`lock_deadline`](Self::lock_deadline), [`unlock`](Self::unlock),
@@ -264,13 +268,13 @@ impl RawRobustMutex {
     #[inline]
     pub fn lock(&self) -> Result<Acquired, RawLockError> {
         match self.try_lock() {
-            Err(RawLockError::WouldBlock) => self.lock_contended(),
+            Err(RawLockError::WouldBlock) => self.lock_capped_contended(None),
             acquired_or_error => acquired_or_error,
         }
     }
 
-    /// The contended path: watch the lock word with exponential backoff, retrying only
-    /// when it reads free (test-and-test-and-set), then sleep in `pthread_mutex_lock`.
+    /// The watch of `lock_capped_contended`, with exponential backoff, retrying only
+    /// when the word reads free (test-and-test-and-set).
     ///
     /// Every look at the word pulls its cache line away from the holder, whose next
     /// lock or unlock (glibc writes `__lock`, `__owner` and the robust-list link, all on
@@ -281,28 +285,12 @@ impl RawRobustMutex {
     /// watcher still sees a lock released for longer than the gap (at most
     /// `LOCK_SPIN_MAX_GAP` pauses) without a system call on either side.
     ///
-    /// The thread cannot hold the lock here: `lock` reached this only after a `trylock`
-    /// that reported it held by someone else (glibc's robust `trylock` reports our own
-    /// hold as `EDEADLK`), so the watch needs no owner check (and no `gettid`).
-    #[cold]
-    #[inline(never)]
-    fn lock_contended(&self) -> Result<Acquired, RawLockError> {
-        if let Some(acquired_or_error) = self.watch_lock_word() {
-            return acquired_or_error;
-        }
-        // SAFETY: `inner` is an initialized pshared robust mutex (init_at/attach).
-        let r = self
-            .inner
-            .with_mut(|m| unsafe { libc::pthread_mutex_lock(m) });
-        if r == 0 {
-            return Ok(Acquired::Clean);
-        }
-        lock_result(r)
-    }
-
-    /// The spin of [`lock_contended`](Self::lock_contended): up to `LOCK_SPIN_ROUNDS`
-    /// pauses watching glibc's lock word, a `trylock` whenever it reads free twice. `None`
-    /// when the spin ended without acquiring (or failing).
+    /// The thread cannot hold the lock here: it is reached only after a `trylock` that
+    /// reported it held by someone else (glibc's robust `trylock` reports our own hold
+    /// as `EDEADLK`), so the watch needs no owner check (and no `gettid`).
+    ///
+    /// Up to `LOCK_SPIN_ROUNDS` pauses watching glibc's lock word, a `trylock` whenever
+    /// it reads free twice. `None` when the spin ended without acquiring (or failing).
     #[cfg(target_env = "gnu")]
     #[inline(always)]
     pub(super) fn watch_lock_word(&self) -> Option<Result<Acquired, RawLockError>> {

@@ -643,7 +643,7 @@ impl<T: AnyBitPattern + NoUninit> SeqLock<T> {
         deadline: Deadline,
         f: impl FnOnce(&mut T),
     ) -> core::result::Result<WriteOutcome, SeqLockError> {
-        let acquired = self.writer.lock_until(deadline)?;
+        let acquired = self.writer.lock_capped(Some(deadline))?;
         self.write_locked(acquired, |this, version| {
             let mut value = this.published(version);
             f(&mut value);

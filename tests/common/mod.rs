@@ -654,6 +654,19 @@ pub fn glibc_kind_word(m: &shmsync::RawRobustMutex) -> &AtomicU32 {
     word
 }
 
+/// glibc's `__lock` word of a mutex (offset 24: the first word of the `pthread_mutex_t`
+/// after the 24-byte object header), the futex its sleepers wait on.
+pub fn glibc_lock_word(m: &shmsync::RawRobustMutex) -> &AtomicU32 {
+    // SAFETY: offset 24 lies inside the 64-byte, 8-aligned mutex, which outlives the
+    // borrow; glibc and the kernel access the word only atomically.
+    unsafe {
+        &*(m as *const shmsync::RawRobustMutex)
+            .cast::<u8>()
+            .add(24)
+            .cast::<AtomicU32>()
+    }
+}
+
 /// The state letter of a process (`R`, `S`, `T`, `Z`, …) from `/proc/<pid>/stat`.
 pub fn proc_state(pid: i32) -> Option<char> {
     state_letter(&format!("/proc/{pid}/stat"))
