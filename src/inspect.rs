@@ -331,7 +331,7 @@ pub fn acts_on_terminal(c: char) -> bool {
 }
 
 /// `"1 lease"`, `"2 leases"`.
-pub fn plural(n: u64, one: &str, many: &str) -> String {
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

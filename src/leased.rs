@@ -143,12 +143,11 @@ impl LeaseSlot {
     /// The recorded identity (table lock held).
     fn identity(&self) -> ProcessIdentity {
         // Relaxed: under the table lock (see `count`).
-        ProcessIdentity {
-            pid: self.pid.load(Ordering::Relaxed),
-            _pad: 0,
-            start_time: self.start_time.load(Ordering::Relaxed),
-            pid_ns: self.pid_ns.load(Ordering::Relaxed),
-        }
+        ProcessIdentity::new(
+            self.pid.load(Ordering::Relaxed),
+            self.start_time.load(Ordering::Relaxed),
+            self.pid_ns.load(Ordering::Relaxed),
+        )
     }
 
     /// The holder and its count, read without the table lock (`None`: a free slot). A

@@ -89,7 +89,7 @@ use crate::sync::ProcessLocalU64;
 pub struct ProcessIdentity {
     /// The pid, as seen in the recorder's pid namespace.
     pub pid: u32,
-    /// Explicit padding; always zero.
+    /// Explicit padding (the type is `Pod`); zero in every identity the crate makes.
     pub _pad: u32,
     /// Start time in clock ticks after boot (`/proc/<pid>/stat` field 22).
     pub start_time: u64,
@@ -171,6 +171,23 @@ static CACHED_NS: ProcessLocalU64 = ProcessLocalU64::new(0);
 static PROC_CONFIRMED_FOR: ProcessLocalU64 = ProcessLocalU64::new(0);
 
 impl ProcessIdentity {
+    /// An identity from its parts (for instance one read back from a record of your
+    /// own).
+    ///
+    /// ```
+    /// use shmsync::ProcessIdentity;
+    /// let id = ProcessIdentity::new(42, 1_000, 4_026_531_836);
+    /// assert_eq!((id.pid, id.start_time, id.pid_ns), (42, 1_000, 4_026_531_836));
+    /// ```
+    pub const fn new(pid: u32, start_time: u64, pid_ns: u64) -> ProcessIdentity {
+        ProcessIdentity {
+            pid,
+            _pad: 0,
+            start_time,
+            pid_ns,
+        }
+    }
+
     /// The calling process. Cached per process (a fork child sees a new pid and reads
     /// its own).
     ///

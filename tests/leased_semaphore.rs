@@ -222,12 +222,7 @@ fn timeouts_try_and_a_full_table() {
     // SAFETY: fresh, exclusive mapping that outlives `sem`.
     let sem: &LeasedSemaphore<2> =
         unsafe { LeasedSemaphore::init_at(seg.as_ptr().cast(), 3) }.unwrap();
-    let id = |pid| ProcessIdentity {
-        pid,
-        _pad: 0,
-        start_time: 1,
-        pid_ns: 1,
-    };
+    let id = |pid| ProcessIdentity::new(pid, 1, 1);
     let a = sem.acquire_as(id(1), None).unwrap();
     let b = sem.acquire_as(id(2), None).unwrap();
     // Two slots, both in use by other holders: a third holder finds the table full.

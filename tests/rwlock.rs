@@ -440,10 +440,7 @@ fn a_reused_pid_is_never_taken_for_the_reader() {
     let (word, ident) = slot_words(lock, 3);
     // A reader recorded as our pid and thread but with another start time: a process
     // that had our pid before us. Our thread runs, but the reader is dead.
-    let reused = shmsync::ProcessIdentity {
-        start_time: me.start_time.wrapping_sub(1),
-        ..me
-    };
+    let reused = shmsync::ProcessIdentity::new(me.pid, me.start_time.wrapping_sub(1), me.pid_ns);
     word.store(1 << 32 | tid, SeqCst);
     ident.store(reused.packed(), SeqCst);
     assert_eq!(lock.raw().readers()[0].liveness, Liveness::Dead);

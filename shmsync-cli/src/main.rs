@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand};
 use serde_json::{json, Map, Value};
 use shmsync::inspect::probe::{self, Attached, Content, Probe, Removal, RemoveOptions};
 use shmsync::inspect::{
-    self, acts_on_terminal, escape, plural, Fact, ObjectReport, Outcome, RecoverOptions, Recovery,
+    self, acts_on_terminal, escape, Fact, ObjectReport, Outcome, RecoverOptions, Recovery,
     RegionReport,
 };
 use shmsync::{Error, Region};
@@ -672,10 +672,10 @@ fn print_report(r: &RegionReport, probe: Option<&Probe>, region: &Region) {
                 mode(p.mode)
             );
             let attached = match &p.attached {
-                Attached::Count(n) => plural(*n, "process", "processes"),
+                Attached::Count(n) => processes(*n),
                 Attached::Pids { pids, complete } => format!(
                     "{}{}{}",
-                    plural(pids.len() as u64, "process", "processes"),
+                    processes(pids.len() as u64),
                     if pids.is_empty() {
                         String::new()
                     } else {
@@ -771,8 +771,9 @@ fn print_recovery(rec: &Recovery, loc: &Location, opts: RecoverOptions) {
     );
     print_table(&["OBJECT", "KIND", "OUTCOME", "ACTION"], &rows);
     println!(
-        "{}: {} {}, {} need{} the application, {} unreachable, {} fine",
-        plural(rec.objects.len() as u64, "object", "objects"),
+        "{} object{}: {} {}, {} need{} the application, {} unreachable, {} fine",
+        rec.objects.len(),
+        if rec.objects.len() == 1 { "" } else { "s" },
         rec.count(Outcome::Recovered),
         if opts.dry_run {
             "would be recovered"
@@ -833,4 +834,9 @@ fn recovery_json(
         "needs_recovery": rec.outcome() > Outcome::Recovered,
         "after": after,
     })
+}
+
+/// `"1 process"`, `"2 processes"`.
+fn processes(n: u64) -> String {
+    format!("{n} {}", if n == 1 { "process" } else { "processes" })
 }

@@ -395,12 +395,11 @@ impl HeaderBytes {
             Ok(()) | Err(Error::Uninitialized { .. }) => None,
             Err(e) => Some(e.to_string()),
         };
-        let creator = ProcessIdentity {
-            pid: self.u64_at(OFF_CREATOR_PID) as u32,
-            _pad: 0,
-            start_time: self.u64_at(OFF_CREATOR_START),
-            pid_ns: self.u64_at(OFF_CREATOR_NS),
-        };
+        let creator = ProcessIdentity::new(
+            self.u64_at(OFF_CREATOR_PID) as u32,
+            self.u64_at(OFF_CREATOR_START),
+            self.u64_at(OFF_CREATOR_NS),
+        );
         let claim = self.u64_at(OFF_CLAIM);
         Content::Region(HeaderFacts {
             ready,

@@ -568,12 +568,11 @@ impl Region {
     pub fn creator(&self) -> ProcessIdentity {
         let h = self.header();
         // Relaxed: diagnostic fields, published with the header.
-        ProcessIdentity {
-            pid: h.creator_pid.load(Ordering::Relaxed) as u32,
-            _pad: 0,
-            start_time: h.creator_start.load(Ordering::Relaxed),
-            pid_ns: h.creator_ns.load(Ordering::Relaxed),
-        }
+        ProcessIdentity::new(
+            h.creator_pid.load(Ordering::Relaxed) as u32,
+            h.creator_start.load(Ordering::Relaxed),
+            h.creator_ns.load(Ordering::Relaxed),
+        )
     }
 
     /// Table capacity and used data bytes (for `inspect`).
