@@ -23,8 +23,10 @@ use crate::sync::{AtomicU32, AtomicU64, Ordering};
 /// `"SHMS"` read as a little-endian u32: the first word of every headed object.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"SHMS");
 
-/// Bumped whenever any shared layout changes incompatibly.
-pub const FORMAT_VERSION: u64 = 2;
+/// Bumped whenever any shared layout or protocol changes incompatibly (3: a
+/// reader-writer lock's readers wait on its writer mutex, and only that mutex's holder
+/// stores to its state word).
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Init state: never initialized (all-zero memory).
 pub(crate) const STATE_UNINIT: u32 = 0;

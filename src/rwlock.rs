@@ -570,6 +570,15 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
         freed
     }
 
+    /// Whether a writer died mid-write and nobody has taken over yet: `WRITER` still
+    /// set (read now, not when the caller last looked: a later holder of the mutex may
+    /// have died outside a write) and the mutex's holder dead.
+    fn dead_mid_write(&self) -> bool {
+        // SeqCst: as in `lock_shared`; read before the mutex, which a dead writer leaves
+        // owner-died with the bit still set.
+        self.state.load(Ordering::SeqCst) & WRITER != 0 && self.writer_dead()
+    }
+
     /// Whether the writer mutex's owner is known to be dead (owner-died, or held by a
     /// thread that has exited).
     fn writer_dead(&self) -> bool {
@@ -742,7 +751,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
                 return Err(RwLockError::Inconsistent);
             }
             if !block {
-                return Err(if self.writer_dead() {
+                return Err(if self.dead_mid_write() {
                     RwLockError::Inconsistent
                 } else {
                     RwLockError::WouldBlock
@@ -762,25 +771,33 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
                     return Err(RwLockError::Deadlock);
                 }
             }
-            if self.writer_dead() {
+            if self.dead_mid_write() {
                 return Err(RwLockError::Inconsistent);
             }
             if deadline.is_some_and(|d| d.has_passed()) {
                 return Err(RwLockError::TimedOut);
             }
-            self.wait_for_writer(deadline)?;
+            self.pass_through_writer_mutex(deadline)?;
         }
     }
 
-    /// Waits for the writer where writers wait for each other: on the writer mutex.
-    /// Holding it, this thread knows the writer that set `WRITER` has released it (or
-    /// died), so it lets it go at once and the caller reads the state again. The
-    /// writer's unlock costs it nothing more than any mutex unlock: glibc (or the
-    /// kernel, for a dead writer) wakes a sleeping waiter, and each waiter's own
-    /// unlock wakes the next. Every sleep is capped (see `RawRobustMutex::lock_capped`).
+    /// Takes the writer mutex and lets it go at once, settling on the way what its last
+    /// holder left: a death (see `take_over_dead_holder`), or a `WRITER` bit nobody
+    /// holds.
+    ///
+    /// Readers wait for a writer this way, where writers wait for each other: holding
+    /// the mutex, a reader knows the writer that set `WRITER` has released it (or
+    /// died), and reads the state again. The writer's unlock costs it nothing more than
+    /// any mutex unlock: glibc (or the kernel, for a dead writer) wakes a sleeping
+    /// waiter, and each waiter's own unlock wakes the next. Every sleep is capped (see
+    /// `RawRobustMutex::lock_capped`). The tool releases a mutex whose holder died
+    /// outside a write the same way, without shutting readers out.
     #[cold]
     #[inline(never)]
-    fn wait_for_writer(&self, deadline: Option<Deadline>) -> core::result::Result<(), RwLockError> {
+    pub(crate) fn pass_through_writer_mutex(
+        &self,
+        deadline: Option<Deadline>,
+    ) -> core::result::Result<(), RwLockError> {
         let acquired = self
             .writer
             .lock_capped(deadline)
@@ -885,9 +902,9 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     /// holder was writing (`WRITER` still set; a writer clears it before unlocking),
     /// the data may be half written: mark it for repair. A holder that died before
     /// setting `WRITER` or after clearing it — or a reader waiting through the mutex
-    /// (see `wait_for_writer`) — left the data whole, and nothing is marked. Then the
-    /// mutex is made consistent, so that only this lock's state (not glibc's) tracks
-    /// the repair and a writer that gives up (times out draining) can release it.
+    /// (see `pass_through_writer_mutex`) — left the data whole, and nothing is marked.
+    /// Then the mutex is made consistent, so that only this lock's state (not glibc's)
+    /// tracks the repair and a writer that gives up (times out draining) can release it.
     #[cold]
     fn take_over_dead_holder(&self) {
         // Before `make_consistent`, so a holder killed in between leaves the mutex

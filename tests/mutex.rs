@@ -593,12 +593,14 @@ fn attach_from_another_pid_namespace_is_refused() {
     assert_eq!(*m.lock().unwrap(), 7);
 }
 
-/// glibc's unlock wakes one sleeper. If that one dies before it takes the lock, glibc has
-/// no cure (the kernel's robust list covers owners, not waiters): the sleepers behind it
-/// would sleep until someone else sleeps on the lock and unlocks it. The stand-in here
-/// for the woken waiter is a process that sleeps on the lock word as glibc's waiters do
-/// (waiters bit set beside the owner's id) and exits when woken; the real waiter
-/// queued behind it still gets the lock, because its sleeps are capped.
+/// glibc's unlock wakes one sleeper. If that one dies before it takes the lock and
+/// nobody wakes another (Linux, since 5.5, does when it walks the dead waiter's robust
+/// list and finds the word 0 — not when a thread took the lock meanwhile without the
+/// waiters bit), the sleepers behind it sleep until someone else sleeps on the lock and
+/// unlocks it. The stand-in for the woken waiter is a process that sleeps on the lock
+/// word as glibc's waiters do (waiters bit set beside the owner's id) but without a
+/// robust list, and exits when woken; the real waiter queued behind it still gets the
+/// lock, because its sleeps are capped.
 #[test]
 fn a_waiter_that_dies_with_the_wake_up_strands_nobody() {
     const FUTEX_WAITERS: u32 = 0x8000_0000;

@@ -563,11 +563,16 @@ fn a_writer_killed_after_its_write_leaves_nothing_to_repair() {
     let table = table_report(&region);
     assert!(table.needs_recovery, "{}", table.state);
     assert!(table.state.contains("outside a write"), "{}", table.state);
+    // A live reader keeps reading meanwhile: settling the mutex takes no write lock.
+    let reading = lock.read().unwrap();
     let done = inspect::recover(&region, RecoverOptions::default()).unwrap();
     assert_eq!(done.outcome(), Outcome::Recovered, "{done:?}");
+    assert_eq!(*reading, 1);
+    assert_eq!(*lock.try_read().unwrap(), 1);
+    drop(reading);
     assert!(!table_report(&region).needs_recovery);
     assert_eq!(lock.raw().writer_state(), shmsync::MutexState::Free);
-    assert_eq!(*lock.read().unwrap(), 1);
+    assert_eq!(*lock.write().expect("a clean write lock"), 1);
 }
 
 #[test]

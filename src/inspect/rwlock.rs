@@ -2,7 +2,7 @@
 //! [`recover`](super::recover): the writer and every registered reader with pid, thread
 //! and liveness; recovery reclaims dead readers' slots and reports a dead writer's
 //! half-written data for the application (or, with `mark_consistent`, accepts it as
-//! it is).
+//! it is), and releases a writer mutex whose holder died outside a write.
 
 use super::{describe_mutex_at, plural, Fact, ObjectRecovery, Outcome, RecoverOptions};
 use crate::error::{Error, Result};
@@ -27,6 +27,10 @@ trait View {
     fn reclaim_dead(&self) -> usize;
     fn reclaimed(&self) -> u64;
     fn accept_as_is(&self, deadline: Deadline) -> core::result::Result<bool, RwLockError>;
+    fn pass_through_writer_mutex(
+        &self,
+        deadline: Deadline,
+    ) -> core::result::Result<(), RwLockError>;
 }
 
 impl<const N: usize> View for RawRobustRwLock<N> {
@@ -50,6 +54,12 @@ impl<const N: usize> View for RawRobustRwLock<N> {
     }
     fn accept_as_is(&self, deadline: Deadline) -> core::result::Result<bool, RwLockError> {
         RawRobustRwLock::accept_as_is(self, deadline)
+    }
+    fn pass_through_writer_mutex(
+        &self,
+        deadline: Deadline,
+    ) -> core::result::Result<(), RwLockError> {
+        RawRobustRwLock::pass_through_writer_mutex(self, Some(deadline))
     }
 }
 
@@ -228,50 +238,57 @@ pub(super) fn recover(
              (RobustRwLock::reinit) when nobody uses it"
                 .into(),
         );
-    } else if (lock.needs_repair() && opts.mark_consistent)
-        || (writer_dead(writer) && !lock.needs_repair())
-    {
-        // Either the operator accepts a dead writer's data as it is, or the writer
-        // mutex's holder died before it started writing or after it finished (or was a
-        // reader waiting through the mutex): taking and releasing the write lock
-        // settles both, the second without a repair.
-        let repair = lock.needs_repair();
-        let (would, done) = if repair {
-            (
-                "would take the write lock and mark the data a dead writer left consistent \
-                 as it is (no repair)",
-                "marked the data a dead writer left consistent as it is (no repair)",
-            )
-        } else {
-            (
-                "would take and release the writer lock its holder died with outside a \
-                 write (the data is whole)",
-                "released the writer lock its holder died with outside a write (the data \
-                 is whole)",
-            )
-        };
+    } else if lock.needs_repair() && opts.mark_consistent {
         if opts.dry_run {
-            o.step(Outcome::Recovered, would.into());
+            o.step(
+                Outcome::Recovered,
+                "would take the write lock and mark the data a dead writer left consistent \
+                 as it is (no repair)"
+                    .into(),
+            );
             return Ok(());
         }
         match lock.accept_as_is(Deadline::after(opts.wait)) {
-            Ok(marked) if marked || !repair => o.step(Outcome::Recovered, done.into()),
-            // A writer repaired it meanwhile.
-            Ok(_) => {}
-            Err(RwLockError::TimedOut) => o.step(
-                Outcome::Unreachable,
-                format!(
-                    "could not take the write lock within {:?}: live readers or a live \
-                     writer hold it",
-                    opts.wait
-                ),
+            Ok(true) => o.step(
+                Outcome::Recovered,
+                "marked the data a dead writer left consistent as it is (no repair)".into(),
             ),
+            // A writer repaired it meanwhile.
+            Ok(false) => {}
+            Err(RwLockError::TimedOut) => unreachable_within(o, opts, "the write lock"),
+            Err(e) => o.step(Outcome::NeedsApplication, format!("could not mark it: {e}")),
+        }
+    } else if writer_dead(writer) && !lock.needs_repair() {
+        // Its holder died before it started writing or after it finished (or was a
+        // reader waiting through the mutex): passing through the mutex settles it, with
+        // no write lock (readers are not shut out) and nothing to repair.
+        if opts.dry_run {
+            o.step(
+                Outcome::Recovered,
+                "would take and release the writer mutex its holder died with outside a \
+                 write (the data is whole)"
+                    .into(),
+            );
+            return Ok(());
+        }
+        match lock.pass_through_writer_mutex(Deadline::after(opts.wait)) {
+            // A writer took the mutex first and died mid-write: now it is the
+            // application's (below).
+            Ok(_) if lock.needs_repair() => {}
+            Ok(_) => o.step(
+                Outcome::Recovered,
+                "released the writer mutex its holder died with outside a write (the data \
+                 is whole)"
+                    .into(),
+            ),
+            Err(RwLockError::TimedOut) => unreachable_within(o, opts, "the writer mutex"),
             Err(e) => o.step(
                 Outcome::NeedsApplication,
-                format!("could not take the write lock: {e}"),
+                format!("could not take the writer mutex: {e}"),
             ),
         }
-    } else if lock.needs_repair() {
+    }
+    if lock.needs_repair() && !opts.mark_consistent && !lock.is_not_recoverable() {
         o.step(
             Outcome::NeedsApplication,
             "a writer died mid-write: the data may be half written; the next writer gets \
@@ -281,4 +298,15 @@ pub(super) fn recover(
         );
     }
     Ok(())
+}
+
+/// A lock the tool waited `opts.wait` for in vain: live holders keep it.
+fn unreachable_within(o: &mut ObjectRecovery, opts: RecoverOptions, what: &str) {
+    o.step(
+        Outcome::Unreachable,
+        format!(
+            "could not take {what} within {:?}: live readers or a live writer hold it",
+            opts.wait
+        ),
+    );
 }

@@ -332,10 +332,13 @@ impl RawRobustMutex {
 
     /// Blocks until the lock is acquired or `deadline` passes (`None`: no deadline): a
     /// `trylock`, then a brief watch of the lock word, then sleeps in glibc of at most
-    /// [`MAX_SLEEP`](crate::futex::MAX_SLEEP) each. An unlock wakes one sleeper; if
-    /// that one is killed before it takes the lock, the others would sleep until
-    /// someone else sleeps and unlocks (glibc's robust mutex cures an owner's death,
-    /// not a waiter's): with the cap they look again within half a second.
+    /// [`MAX_SLEEP`](crate::futex::MAX_SLEEP) each. An unlock wakes one sleeper. If
+    /// that one is killed before it takes the lock, Linux (since 5.5) wakes another
+    /// when it walks the dead waiter's robust list — unless the lock word is no longer
+    /// 0 by then: a thread that took the lock meanwhile with an uncontended
+    /// compare-and-swap sets no waiters bit, so its unlock wakes nobody, and the
+    /// sleepers would stay asleep until someone else sleeps and unlocks. With the cap
+    /// they look again within half a second.
     #[inline]
     pub(crate) fn lock_capped(&self, deadline: Option<Deadline>) -> Result<Acquired, RawLockError> {
         match self.try_lock() {
@@ -366,7 +369,9 @@ impl RawRobustMutex {
                 None => self.lock(),
             };
             match r {
-                Err(RawLockError::TimedOut) if !callers => {}
+                // Only the cap ran out: look at the word again before the next sleep (a
+                // waiters bit with no owner, set while we slept, would keep us sleeping).
+                Err(RawLockError::TimedOut) if !callers => self.check_lock_word()?,
                 acquired_or_error => return acquired_or_error,
             }
         }

@@ -249,10 +249,8 @@ impl RawRobustMutex {
     /// critical section in shared memory is usually shorter than the futex sleep and
     /// wake-up it would otherwise cost (glibc's own adaptive mutexes do the same, but
     /// they cannot be robust). Then it sleeps in glibc's timed lock, at most half a
-    /// second at a time: an unlock wakes one sleeper, and if that one is killed before
-    /// it takes the lock, the others look again within half a second instead of
-    /// sleeping until someone else unlocks (glibc's robust mutex cures an owner's
-    /// death, not a waiter's).
+    /// second at a time, so that a wake-up lost to a waiter killed before it took the
+    /// lock delays the others instead of stranding them (see `lock_capped`).
     ///
     /// Every call into glibc on this mutex (`lock`, [`try_lock`](Self::try_lock),
     /// [`lock_deadline`](Self::lock_deadline), [`unlock`](Self::unlock),
@@ -393,7 +391,7 @@ impl RawRobustMutex {
     /// lock attempt found the mutex busy, so the uncontended path does not pay for it.
     #[cfg(target_env = "gnu")]
     #[cold]
-    fn check_lock_word(&self) -> Result<(), RawLockError> {
+    pub(super) fn check_lock_word(&self) -> Result<(), RawLockError> {
         // SAFETY: glibc's `__lock`, the first word of the mapped, aligned mutex, only
         // ever accessed atomically.
         // Relaxed: the value alone decides; no legitimate sequence of stores passes
@@ -408,6 +406,12 @@ impl RawRobustMutex {
                 found: word,
             });
         }
+        Ok(())
+    }
+
+    /// Other libcs: the lock word's layout is not known, so nothing is checked.
+    #[cfg(not(target_env = "gnu"))]
+    pub(super) fn check_lock_word(&self) -> Result<(), RawLockError> {
         Ok(())
     }
 

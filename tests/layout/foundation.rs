@@ -34,9 +34,9 @@ fn header_and_identity_sizes() {
     assert_eq!(MAGIC.to_le_bytes(), *b"SHMS");
     assert_eq!(FORMAT & 0xff, FORMAT_VERSION);
     if cfg!(all(target_arch = "x86_64", target_env = "gnu")) {
-        // version 2, x86_64 (1), 8-byte pointers, glibc (1), 40-byte pthread_mutex_t,
+        // version 3, x86_64 (1), 8-byte pointers, glibc (1), 40-byte pthread_mutex_t,
         // little endian (1).
-        assert_eq!(FORMAT, 0x0001_0028_0108_0102);
+        assert_eq!(FORMAT, 0x0001_0028_0108_0103);
     }
 }
 
