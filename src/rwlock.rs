@@ -802,18 +802,36 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
             .writer
             .lock_capped(deadline)
             .map_err(RwLockError::from_raw)?;
-        if acquired == Acquired::OwnerDied {
-            self.take_over_dead_holder();
-        } else {
-            // Holding the mutex, nobody is writing: a `WRITER` still set (a corrupt
-            // segment; writers clear it before they unlock) is settled as a write cut
-            // short, so that readers are told and stop waiting.
-            self.mark_cut_short_write();
-        }
+        self.settle_passing_through(acquired);
         crate::failpoint::failpoint("rwlock-waiting-reader");
         // SAFETY: this thread holds the mutex (just acquired).
         let _ = unsafe { self.writer.unlock() };
         Ok(())
+    }
+
+    /// Holding the writer mutex (acquired as `acquired`) without writing: settles a dead
+    /// holder, or a `WRITER` bit still set although nobody is writing (a corrupt
+    /// segment; writers clear it before they unlock) as a write cut short, so that
+    /// readers are told and stop waiting.
+    #[cold]
+    fn settle_passing_through(&self, acquired: Acquired) {
+        if acquired == Acquired::OwnerDied {
+            self.take_over_dead_holder();
+        } else {
+            self.mark_cut_short_write();
+        }
+    }
+
+    /// Simulates a reader that dies while it passes through the writer mutex (loom
+    /// builds only): it takes the mutex and settles it as `pass_through_writer_mutex`
+    /// does, then dies holding it.
+    #[cfg(shmsync_loom)]
+    pub fn die_passing_through_writer_mutex(&self) {
+        if let Ok(acquired) = self.writer.lock() {
+            self.settle_passing_through(acquired);
+            // SAFETY: this thread holds the mutex (just acquired).
+            unsafe { self.writer.abandon() };
+        }
     }
 
     /// Whether `me` holds this lock already: the writer mutex, or a reader slot.

@@ -1,8 +1,8 @@
 //! Loom models of the reader-writer lock's protocol: reader registration against a
 //! writer's drain (the Dekker pair), the drain's wake-up by the last reader, readers'
 //! wake-up by the writer's unlock, reclaim of a dead reader's slot waking the writer,
-//! and a writer dying mid-write. Runs on the faithful futex model, so a lost wakeup is
-//! a reported deadlock.
+//! a writer dying mid-write, and a reader dying while it waits in the writer mutex.
+//! Runs on the faithful futex model, so a lost wakeup is a reported deadlock.
 //!
 //! The payload is two words every writer keeps equal: a torn read shows up as unequal
 //! words, and loom's cell tracking reports any read racing a write.
@@ -134,5 +134,23 @@ fn a_dead_writer_is_repaired_before_readers_see_the_data() {
         }
         reader.join().unwrap();
         assert_eq!(read_whole(&lock), 1);
+    });
+}
+
+/// A reader dies while it passes through the writer mutex (where it waited for a
+/// writer): it left the data whole, so every writer gets a clean write lock — never
+/// `OwnerDied` — and readers are never refused, whichever side runs first.
+#[test]
+fn a_reader_dying_in_the_writer_mutex_leaves_nothing_to_repair() {
+    model(|| {
+        let lock = Arc::new(Lock::new([0; 2]));
+        let l = lock.clone();
+        let w = thread::spawn(move || bump(&l));
+        lock.raw().die_passing_through_writer_mutex();
+        w.join().unwrap();
+        assert_eq!(read_whole(&lock), 1);
+        bump(&lock);
+        assert_eq!(read_whole(&lock), 2);
+        assert!(!lock.raw().needs_repair());
     });
 }
