@@ -788,14 +788,7 @@ fn recover_object(
                 .collect();
             // A table lock a dead process left (marked owner-died by the kernel, or not)
             // is repaired by the reclaim's locking.
-            let lock_dead = matches!(
-                sem.table_lock().state(),
-                MutexState::OwnerDied
-                    | MutexState::Locked {
-                        owner: Liveness::Dead,
-                        ..
-                    }
-            );
+            let lock_dead = sem.table_lock().state().owner_dead();
             if dead.is_empty() && !lock_dead {
                 return Ok(());
             }

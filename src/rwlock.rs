@@ -468,8 +468,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     /// [`RwLockError::Inconsistent`]). A snapshot.
     pub fn needs_repair(&self) -> bool {
         // Relaxed: a diagnostic snapshot.
-        let s = self.state.load(Ordering::Relaxed);
-        s & NEEDS_REPAIR != 0 || (s & WRITER != 0 && self.writer_dead())
+        self.state.load(Ordering::Relaxed) & NEEDS_REPAIR != 0 || self.dead_mid_write()
     }
 
     /// How many dead readers' slots have been reclaimed since the lock was created (by
@@ -582,14 +581,7 @@ impl<const SLOTS: usize> RawRobustRwLock<SLOTS> {
     /// Whether the writer mutex's owner is known to be dead (owner-died, or held by a
     /// thread that has exited).
     fn writer_dead(&self) -> bool {
-        matches!(
-            self.writer.state(),
-            MutexState::OwnerDied
-                | MutexState::Locked {
-                    owner: Liveness::Dead,
-                    ..
-                }
-        )
+        self.writer.state().owner_dead()
     }
 
     /// Claims a free slot for `me`, starting at its home slot; returns the slot and the

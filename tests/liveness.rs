@@ -77,10 +77,7 @@ fn location(name: &str) -> Location {
 /// The environment that stops a holder inside `get_or_init`'s table append, holding
 /// the region's claim, and writes `marker` when it gets there.
 fn claim_failpoint(marker: &str) -> [(&'static str, &str); 2] {
-    [
-        ("SHMSYNC_TEST_FAILPOINT", "object-init"),
-        ("SHMSYNC_TEST_FAILPOINT_MARKER", marker),
-    ]
+    common::failpoint_env("object-init", marker)
 }
 
 /// Takes the lease's only permit for this process and keeps it.

@@ -183,10 +183,7 @@ fn orphan_waiters_bit(_: &[String]) {
     const FUTEX_WAITERS: u32 = 0x8000_0000;
     let seg = Segment::anonymous(4096).unwrap();
     let m = new_mutex(&seg);
-    // SAFETY: glibc's `__lock`, the first word of the pthread_mutex_t, which starts
-    // after the mutex's 24-byte header; 8-aligned, inside the live mapping, and only
-    // accessed atomically.
-    let lock_word = unsafe { &*seg.as_ptr().add(24).cast::<AtomicU32>() };
+    let lock_word = common::glibc_lock_word(m.raw());
     assert_eq!(lock_word.load(SeqCst), 0);
     lock_word.store(FUTEX_WAITERS, SeqCst);
     expect_corrupt(m.try_lock(), FUTEX_WAITERS, "try_lock");

@@ -12,7 +12,7 @@ use std::mem::MaybeUninit;
 use shmsync::bytemuck::AnyBitPattern;
 use shmsync::{RobustMutex, RobustRwLock, Semaphore, SeqLock};
 
-use crate::harness::shared;
+use crate::harness::{place_value, shared};
 
 /// The reader-writer payload: 64 bytes, written as eight equal words so that a reader
 /// can tell a torn value.
@@ -180,9 +180,7 @@ impl MutexAnnounceFloor {
     pub fn make() -> Result<&'static Self, String> {
         // SAFETY: a fresh shared mapping, exclusive during init and leaked.
         let mutex = place(|p| unsafe { RobustMutex::init_at(p, 0u64) })?;
-        let p = shared::<Announce>();
-        // SAFETY: a fresh, aligned, zero-filled shared mapping, leaked: a valid atomic.
-        let announce = unsafe { &*p };
+        let announce = place_value(Announce(std::sync::atomic::AtomicU32::new(0)));
         Ok(Box::leak(Box::new(MutexAnnounceFloor { mutex, announce })))
     }
 }
@@ -497,9 +495,9 @@ pub struct SpinSemModel(std::sync::atomic::AtomicU32);
 
 impl SpinSemModel {
     pub fn make() -> Result<&'static Self, String> {
-        // SAFETY: a fresh, aligned, zero-filled shared mapping, leaked: a valid atomic
-        // holding 0.
-        Ok(unsafe { &*shared::<SpinSemModel>() })
+        Ok(place_value(SpinSemModel(
+            std::sync::atomic::AtomicU32::new(0),
+        )))
     }
 }
 

@@ -672,10 +672,10 @@ fn print_report(r: &RegionReport, probe: Option<&Probe>, region: &Region) {
                 mode(p.mode)
             );
             let attached = match &p.attached {
-                Attached::Count(n) => processes(*n),
+                Attached::Count(n) => plural(*n, "process", "processes"),
                 Attached::Pids { pids, complete } => format!(
                     "{}{}{}",
-                    processes(pids.len() as u64),
+                    plural(pids.len() as u64, "process", "processes"),
                     if pids.is_empty() {
                         String::new()
                     } else {
@@ -771,9 +771,8 @@ fn print_recovery(rec: &Recovery, loc: &Location, opts: RecoverOptions) {
     );
     print_table(&["OBJECT", "KIND", "OUTCOME", "ACTION"], &rows);
     println!(
-        "{} object{}: {} {}, {} need{} the application, {} unreachable, {} fine",
-        rec.objects.len(),
-        if rec.objects.len() == 1 { "" } else { "s" },
+        "{}: {} {}, {} need{} the application, {} unreachable, {} fine",
+        plural(rec.objects.len() as u64, "object", "objects"),
         rec.count(Outcome::Recovered),
         if opts.dry_run {
             "would be recovered"
@@ -837,6 +836,6 @@ fn recovery_json(
 }
 
 /// `"1 process"`, `"2 processes"`.
-fn processes(n: u64) -> String {
-    format!("{n} {}", if n == 1 { "process" } else { "processes" })
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

@@ -105,18 +105,6 @@ fn who(r: &ReaderInfo) -> String {
     }
 }
 
-/// Whether the writer mutex's owner is dead (marked or not).
-fn writer_dead(m: &RawRobustMutex) -> bool {
-    matches!(
-        m.state(),
-        MutexState::OwnerDied
-            | MutexState::Locked {
-                owner: Liveness::Dead,
-                ..
-            }
-    )
-}
-
 /// State line, needs-recovery flag and facts of an object.
 type Described = (String, bool, Vec<(&'static str, Fact)>);
 
@@ -258,7 +246,7 @@ pub(super) fn recover(
             Err(RwLockError::TimedOut) => unreachable_within(o, opts, "the write lock"),
             Err(e) => o.step(Outcome::NeedsApplication, format!("could not mark it: {e}")),
         }
-    } else if writer_dead(writer) && !lock.needs_repair() {
+    } else if writer.state().owner_dead() && !lock.needs_repair() {
         // Its holder died before it started writing or after it finished (or was a
         // reader waiting through the mutex): passing through the mutex settles it, with
         // no write lock (readers are not shut out) and nothing to repair.

@@ -230,6 +230,21 @@ pub enum MutexState {
     Unknown,
 }
 
+impl MutexState {
+    /// Whether the owner is known to be dead: owner-died (the kernel marked it), or
+    /// held by a thread that has exited (nobody marked it).
+    pub(crate) fn owner_dead(self) -> bool {
+        matches!(
+            self,
+            MutexState::OwnerDied
+                | MutexState::Locked {
+                    owner: Liveness::Dead,
+                    ..
+                }
+        )
+    }
+}
+
 impl fmt::Display for MutexState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

@@ -346,15 +346,17 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 /// (the `test-hooks` feature), and the marker file it writes when it gets there.
 pub fn spawn_to_failpoint(role: &str, args: &[&str], failpoint: &str) -> (Child, TempPath) {
     let marker = TempPath::new("failpoint");
-    let child = spawn_with_env(
-        role,
-        args,
-        &[
-            ("SHMSYNC_TEST_FAILPOINT", failpoint),
-            ("SHMSYNC_TEST_FAILPOINT_MARKER", marker.as_str()),
-        ],
-    );
+    let child = spawn_with_env(role, args, &failpoint_env(failpoint, marker.as_str()));
     (child, marker)
+}
+
+/// The environment that stops a child at the library's failpoint `failpoint` and makes
+/// it write the file `marker` when it gets there.
+pub fn failpoint_env<'a>(failpoint: &'a str, marker: &'a str) -> [(&'static str, &'a str); 2] {
+    [
+        (shmsync::test_hooks::FAILPOINT_ENV, failpoint),
+        (shmsync::test_hooks::FAILPOINT_MARKER_ENV, marker),
+    ]
 }
 
 /// Waits until the child of [`spawn_to_failpoint`] that writes `marker` is at its
